@@ -1,0 +1,44 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11 and make:
+#   make demo   stage a small demo zoo end to end, offline (local hub mirror + local S3 server)
+#   make test   run the whole suite
+# Versions are pinned in stages/pins/*.txt (the one place); the venv is rebuilt when they change.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PIPQUIET := { grep -v "is ignored: it is neither" || true; }
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+PINS   := stages/pins/core.txt stages/pins/onnx.txt stages/pins/test.txt
+STAMP  := $(VENV)/.installed
+
+export PATH := $(abspath $(BIN)):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: venv test demo bench check clean
+
+venv: $(STAMP)
+
+$(STAMP): $(PINS) pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(addprefix -r ,$(PINS)) 2>&1 | $(PIPQUIET)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | $(PIPQUIET)
+	$(BIN)/python -c "import stages, dvc, dvc_s3, onnx, onnxruntime, moto, huggingface_hub"
+	@touch $@
+
+check: venv
+	$(BIN)/zoo check
+
+test: venv check
+	$(BIN)/python -m pytest
+
+demo: venv
+	$(BIN)/python -m stages.demo
+
+bench: venv
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf .zoo-demo .bench .pytest_cache

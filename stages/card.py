@@ -1,0 +1,213 @@
+"""Model cards: `registry/<format>/<name>.yaml`, parsed into a frozen schema at load.
+
+A card is written by people, so every problem is reported as one line naming the file, the
+field and the fix; unknown keys are errors (a typo must not silently drop a pin).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stages.errors import CardError
+
+FORMATS = ("onnx", "tensorflow", "keras")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+LICENSE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")
+TOP_LEVEL_KEYS = ("name", "format", "description", "license", "tags", "source", "validation")
+
+
+class Fields:
+    """Reads one mapping of a card, checking each field; `done()` rejects what was not read."""
+
+    def __init__(self, path: Path, mapping: Any, prefix: str = ""):
+        self.path, self.prefix = path, prefix
+        if not isinstance(mapping, dict):
+            where = prefix.rstrip(".") or None
+            raise CardError(path, where, f"expected a mapping, got {type(mapping).__name__}",
+                            "write it as `key: value` lines")
+        self.data, self.seen = mapping, set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def raw(self, name: str, required: bool = True) -> Any:
+        self.seen.add(name)
+        if name not in self.data or self.data[name] is None:
+            if required:
+                raise CardError(self.path, self.key(name), "missing", f"add `{name}:` to the card")
+            return None
+        return self.data[name]
+
+    def str(self, name: str, required: bool = True, pattern: re.Pattern | None = None, hint: str = "") -> str | None:
+        value = self.raw(name, required)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise CardError(self.path, self.key(name), f"expected a non-empty string, got {value!r}",
+                            f"write `{name}: <text>`")
+        if pattern is not None and not pattern.match(value):
+            raise CardError(self.path, self.key(name), f"{value!r} is malformed", hint or f"match {pattern.pattern}")
+        return value
+
+    def sha256(self, name: str = "sha256", required: bool = True) -> str | None:
+        return self.str(name, required, SHA256_RE,
+                        "write the file's full sha256 as 64 lowercase hex digits (`sha256sum FILE`)")
+
+    def commit(self, name: str, required: bool = True) -> str | None:
+        value = self.raw(name, required)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not COMMIT_RE.match(value):
+            raise CardError(self.path, self.key(name), f"{value!r} is not a 40-hex commit (branches and tags move)",
+                            "pin the full commit id, e.g. from `git ls-remote` or the hub's commit history")
+        return value
+
+    def url(self, name: str, required: bool = True) -> str | None:
+        value = self.str(name, required)
+        if value is not None and not value.startswith("https://"):
+            raise CardError(self.path, self.key(name), f"{value!r} is not an https:// URL",
+                            "give the upstream https URL (mirrors are configured with ZOO_MIRROR, not in cards)")
+        return value
+
+    def number(self, name: str, required: bool = True) -> float | None:
+        value = self.raw(name, required)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise CardError(self.path, self.key(name), f"expected a non-negative number, got {value!r}",
+                            f"write e.g. `{name}: 1.0e-4`")
+        return float(value)
+
+    def boolean(self, name: str, default: bool = False) -> bool:
+        value = self.raw(name, required=False)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise CardError(self.path, self.key(name), f"expected true or false, got {value!r}",
+                            f"write `{name}: true` or `{name}: false`")
+        return value
+
+    def sub(self, name: str, required: bool = True) -> Fields | None:
+        value = self.raw(name, required)
+        return None if value is None else Fields(self.path, value, f"{self.key(name)}.")
+
+    def done(self) -> None:
+        unknown = sorted(set(map(str, self.data)) - self.seen)
+        if unknown:
+            known = ", ".join(sorted(self.seen))
+            raise CardError(self.path, self.key(unknown[0]), "unknown key",
+                            f"remove it or fix its spelling (known here: {known})")
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Tolerances for comparing the staged model with its reference; None means params.yaml's default."""
+
+    atol: float | None = None
+    rtol: float | None = None
+
+
+@dataclass(frozen=True)
+class Card:
+    name: str
+    format: str
+    description: str
+    license: str
+    tags: tuple[str, ...]
+    source: Any  # the source kind's own frozen spec (see stages.sources)
+    validation: Validation = field(default_factory=Validation)
+    path: Path = Path()
+
+    @property
+    def kind(self) -> str:
+        return self.source.kind
+
+    @property
+    def staged_dir(self) -> Path:
+        return Path("registry") / self.format / self.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return Path("registry") / self.format / f"{self.name}.manifest.json"
+
+    @property
+    def raw_dir(self) -> Path:
+        return raw_dir(self.name)
+
+
+def raw_dir(name: str) -> Path:
+    """Raw upstream files of a card: a DVC output of its fetch stage, pushed like everything else."""
+    return Path("registry") / "_raw" / name
+
+
+def card_path(fmt: str, name: str) -> Path:
+    return Path("registry") / fmt / f"{name}.yaml"
+
+
+def load_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CardError(path, None, "no such card", "check the path (cards live at registry/<format>/<name>.yaml)") from None
+    try:
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else None
+        problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+        raise CardError(path, where, f"not valid YAML: {problem}", "fix the YAML syntax") from None
+
+
+def parse_card(path: Path, data: Any) -> Card:
+    """Parse and check a card's data; `path` must be registry/<format>/<name>.yaml (relative or not)."""
+    from stages.sources import parse_source
+
+    fields = Fields(path, data)
+    name = fields.str("name", pattern=NAME_RE,
+                      hint="use lowercase letters, digits, '-' and '_' (no dots), at most 64 characters")
+    fmt = fields.str("format")
+    if fmt not in FORMATS:
+        raise CardError(path, "format", f"unknown format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+    if path.stem != name:
+        raise CardError(path, "name", f"{name!r} does not match the file name {path.name!r}",
+                        f"rename the file to {name}.yaml or set `name: {path.stem}`")
+    if path.parent.name != fmt:
+        raise CardError(path, "format", f"{fmt!r} but the card is in {path.parent.name}/",
+                        f"move the card to registry/{fmt}/ or fix `format:`")
+    description = fields.str("description")
+    license_id = fields.str("license", pattern=LICENSE_RE, hint="use an SPDX licence id such as apache-2.0 or mit")
+    tags = fields.raw("tags", required=False) or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+        raise CardError(path, "tags", f"expected a list of strings, got {tags!r}", "write `tags: [vision, classification]`")
+    source = parse_source(fields.sub("source"), fmt)
+    validation = Validation()
+    sub = fields.sub("validation", required=False)
+    if sub is not None:
+        validation = Validation(atol=sub.number("atol", required=False), rtol=sub.number("rtol", required=False))
+        sub.done()
+    fields.done()
+    return Card(name=name, format=fmt, description=description.strip(), license=license_id,
+                tags=tuple(tags), source=source, validation=validation, path=path)
+
+
+def load_card(path: Path | str, root: Path | None = None) -> Card:
+    """Load a card; with `root`, `path` is relative to the registry root and stays so in `card.path`."""
+    path = Path(path)
+    return parse_card(path, load_yaml(root / path if root else path))
+
+
+def find_cards(root: Path) -> list[Path]:
+    """Every card file under root/registry, sorted; manifests and raw folders are not cards."""
+    cards = []
+    for fmt in FORMATS:
+        folder = root / "registry" / fmt
+        if folder.is_dir():
+            cards.extend(sorted(p for p in folder.glob("*.yaml") if p.is_file()))
+    return cards

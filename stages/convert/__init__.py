@@ -1,0 +1,31 @@
+"""Conversion paths: one module per path, each run by one `foreach` block of dvc.yaml.
+
+A converter's block depends on its own code, its `params.yaml` section and its pins file, so a
+converter upgrade reruns exactly the stages that use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+
+
+@dataclass(frozen=True)
+class Converter:
+    name: str     # key under `converters` in registry/index.json
+    stage: str    # dvc.yaml stage (foreach block) that runs it
+    module: str   # module with `stage(card, raw, out, settings) -> manifest`
+    params: str   # its section of params.yaml
+    pins: str     # its pinned-versions file (a DVC dependency of the stage)
+
+    def run(self):
+        return import_module(self.module).stage
+
+
+CONVERTERS: dict[str, Converter] = {
+    "onnx_zoo": Converter("onnx_zoo", "stage-onnx-zoo", "stages.convert.onnx_zoo", "onnx", "stages/pins/onnx.txt"),
+}
+
+
+def for_kind(kind_converter: str) -> Converter:
+    return CONVERTERS[kind_converter.replace("-", "_")]

@@ -1,0 +1,253 @@
+"""Verified fetching, shared by every source kind.
+
+A download streams into a unique temp file beside its destination, hashing while it streams;
+it is renamed into place only when the sha256 matches the pin. Every request has a timeout;
+connection errors, 5xx and 429 are retried with exponential backoff; a body cut short is
+resumed with an HTTP Range request when the server allows it. Redirects are followed here,
+not by requests, so that with ZOO_MIRROR set an absolute upstream `Location` is also mirrored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+from stages import constants
+from stages.errors import (FetchError, HashMismatchError, HTTPStatusError, NotAModelError,
+                           TruncatedError)
+from stages.files import temp_sibling
+
+log = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 10
+NET_CHUNK = 1 << 16  # small reads: a dropped connection loses at most this much before a resume
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
+USER_AGENT = "zoo-registry (+https://dvc.org; verified fetching)"
+
+
+def mirror_url(url: str, mirror: str | None = None) -> str:
+    """`https://HOST/PATH?Q` -> `$ZOO_MIRROR/HOST/PATH?Q`; unchanged when no mirror is set."""
+    mirror = constants.mirror() if mirror is None else mirror
+    if not mirror:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme != "https" or url.startswith(mirror + "/"):
+        return url
+    rewritten = f"{mirror}/{parts.netloc}{parts.path}"
+    return f"{rewritten}?{parts.query}" if parts.query else rewritten
+
+
+@dataclass
+class _Progress:
+    """What one download has so far: survives retries so a resume can append to it."""
+
+    tmp: Path
+    digest: "hashlib._Hash"
+    received: int = 0
+    head: bytes = b""
+    etag: str | None = None
+    total: int | None = None
+
+    def reset(self) -> None:
+        self.tmp.write_bytes(b"")
+        self.digest, self.received, self.head = hashlib.sha256(), 0, b""
+
+
+def _session():
+    import requests
+
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def _open(session, url: str, headers: dict[str, str]):
+    """GET with redirects followed by hand, each hop mirrored; returns (response, final_url)."""
+    current = mirror_url(url)
+    for _ in range(MAX_REDIRECTS + 1):
+        resp = session.get(current, headers=headers, stream=True, allow_redirects=False,
+                           timeout=constants.http_timeout())
+        if resp.status_code in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+            resp.close()
+            current = mirror_url(urljoin(current, resp.headers["Location"]))
+            continue
+        return resp, current
+    raise FetchError(url, f"more than {MAX_REDIRECTS} redirects", fix="check the URL; the upstream may loop")
+
+
+def _status_error(url: str, requested: str, status: int) -> HTTPStatusError:
+    if status in (401, 403):
+        problem = f"HTTP {status}: access denied (private or gated file, or a handle that migrated)"
+        fix = "open the URL in a browser; if the model moved, pin its new URL and sha256 in the card"
+    elif status in (404, 410):
+        problem = f"HTTP {status}: the file is gone upstream"
+        fix = ("restage from the copy kept in the DVC remote (`dvc pull` the card's registry/_raw/<name>), "
+               "or pin the card to where the file lives now")
+    else:
+        problem = f"HTTP {status} after {constants.http_retries()} retries"
+        fix = "the server is failing; try again later or set ZOO_MIRROR to a mirror"
+    return HTTPStatusError(url, status, problem, fix=fix, requested=requested)
+
+
+def _read_into(resp, state: _Progress, bar) -> None:
+    with open(state.tmp, "ab") as fh:
+        for chunk in resp.iter_content(NET_CHUNK):
+            if not chunk:
+                continue
+            if len(state.head) < 512:
+                state.head += chunk[: 512 - len(state.head)]
+            fh.write(chunk)
+            state.digest.update(chunk)
+            state.received += len(chunk)
+            bar.update(len(chunk))
+
+
+def _attempt(session, url: str, state: _Progress, bar) -> None:
+    """One request: fresh, or a Range resume when we already hold part of the body."""
+    import requests
+
+    headers = {"Accept-Encoding": "identity"}
+    if state.received:
+        headers["Range"] = f"bytes={state.received}-"
+        if state.etag:
+            headers["If-Range"] = state.etag
+    resp, requested = _open(session, url, headers)
+    with resp:
+        status = resp.status_code
+        if status == 416 and state.received:
+            state.reset()
+            raise requests.ConnectionError("range not satisfiable; restarting the download")
+        if status >= 400:
+            err = _status_error(url, requested, status)
+            if status in RETRY_STATUSES:
+                raise _Retryable(err)
+            raise err
+        if status == 200 and state.received:
+            log.info("%s: server ignored the Range request; restarting", url)
+            state.reset()
+            bar.reset()
+        if status == 200:
+            length = resp.headers.get("Content-Length")
+            state.total = int(length) if length and length.isdigit() else None
+            state.etag = resp.headers.get("ETag")
+            bar.total = state.total
+            bar.refresh()
+        _read_into(resp, state, bar)
+    if state.total is not None and state.received < state.total:
+        raise requests.ConnectionError(f"body ended at {state.received} of {state.total} bytes")
+
+
+class _Retryable(Exception):
+    def __init__(self, error: FetchError):
+        self.error = error
+
+
+def _classify_mismatch(url: str, requested: str, state: _Progress, expected: str) -> FetchError:
+    head = state.head
+    if head.startswith(LFS_POINTER_PREFIX):
+        oid = re.search(rb"oid sha256:([0-9a-f]{64})", head)
+        names = " (the pointer names the pinned file)" if oid and oid.group(1).decode() == expected else ""
+        return NotAModelError(
+            url, f"served a Git LFS pointer ({state.received} bytes), not the file{names}",
+            fix="use a URL that resolves LFS: github.com/<owner>/<repo>/raw/<commit>/<path> or the Hugging Face mirror",
+            requested=requested)
+    start = head.lstrip()[:15].lower()
+    if start.startswith((b"<!doctype html", b"<html")):
+        return NotAModelError(
+            url, f"served an HTML page with status 200 ({state.received} bytes), not the file",
+            fix="the server answered with a login, rate-limit or error page; open the URL in a browser and fix the pin",
+            requested=requested)
+    return HashMismatchError(url, expected, state.digest.hexdigest(), state.received, requested=requested)
+
+
+def download(url: str, dest: Path, sha256: str, *, session=None, desc: str | None = None) -> int:
+    """Download `url` to `dest`, verified against `sha256`; returns the size. Atomic: all or nothing."""
+    import requests
+    from tqdm.auto import tqdm
+
+    session = session or _session()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    state = _Progress(tmp=temp_sibling(dest), digest=hashlib.sha256())
+    state.tmp.write_bytes(b"")
+    retries, backoff = constants.http_retries(), constants.retry_backoff()
+    requested = mirror_url(url)
+    try:
+        with tqdm(desc=desc or dest.name, unit="B", unit_scale=True, unit_divisor=1024,
+                  disable=constants.progress(), leave=False) as bar:
+            for attempt in range(retries + 1):
+                try:
+                    _attempt(session, url, state, bar)
+                    break
+                except _Retryable as exc:
+                    if attempt == retries:
+                        raise exc.error from None
+                    log.warning("%s: %s; retrying", url, exc.error)
+                except (requests.ConnectionError, requests.Timeout,
+                        requests.exceptions.ChunkedEncodingError) as exc:
+                    if attempt == retries:
+                        if state.total is not None and state.received < state.total:
+                            raise TruncatedError(
+                                url, f"body ended at {state.received} of {state.total} bytes after "
+                                     f"{retries + 1} attempts", fix="the connection keeps dropping; try again later",
+                                requested=requested) from None
+                        raise FetchError(url, f"connection failed after {retries + 1} attempts: "
+                                              f"{type(exc).__name__}: {str(exc)[:200]}",
+                                         fix="check the network, proxy or ZOO_MIRROR", requested=requested) from None
+                    log.warning("%s: %s; retrying", url, exc)
+                time.sleep(backoff * (2 ** attempt))
+        actual = state.digest.hexdigest()
+        if actual != sha256:
+            raise _classify_mismatch(url, requested, state, sha256)
+        os.replace(state.tmp, dest)
+        return state.received
+    finally:
+        state.tmp.unlink(missing_ok=True)
+
+
+def download_hf(repo: str, revision: str, filename: str, dest: Path, sha256: str) -> int:
+    """Fetch one file from a Hugging Face repo at a pinned commit with huggingface_hub, verified like any other."""
+    import shutil
+    import tempfile
+
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    from stages.files import sha256_file
+
+    endpoint = constants.hf_endpoint()
+    where = f"{endpoint}/{repo}/resolve/{revision}/{filename}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.hf-") as cache:
+        try:
+            path = Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache, endpoint=endpoint,
+                                        etag_timeout=constants.http_timeout()[1]))
+        except RepositoryNotFoundError:
+            raise HTTPStatusError(where, 404, f"Hugging Face repo {repo!r} not found (or private/gated)",
+                                  fix="check `repo:` in the card; gated repos need HF_TOKEN") from None
+        except RevisionNotFoundError:
+            raise HTTPStatusError(where, 404, f"revision {revision} not found in {repo}",
+                                  fix="pin a commit that exists in the repo's history") from None
+        except EntryNotFoundError:
+            raise HTTPStatusError(where, 404, f"{filename!r} not found in {repo} at {revision}",
+                                  fix="check `file:` against the repo's file list at that commit") from None
+        except HfHubHTTPError as exc:
+            status = getattr(exc.response, "status_code", 0) or 0
+            raise _status_error(where, where, status) from None
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise HashMismatchError(where, sha256, actual, path.stat().st_size)
+        tmp = temp_sibling(dest)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest.stat().st_size

@@ -1,0 +1,89 @@
+"""registry/index.json: what dvc.yaml's `foreach` blocks iterate over, generated from the cards.
+
+Adding a model is adding a card and running `zoo index`; nobody edits dvc.yaml per model.
+The fetch stage of a card depends on `cards.<name>.source` here (its pins), not on the card
+file, so editing a card's description restages it but never downloads again.
+`zoo check` fails when this file is out of date.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from stages.card import Card, find_cards, load_card
+from stages.convert import CONVERTERS, for_kind
+from stages.errors import CardError, IndexStaleError
+from stages.files import dumps_stable, write_text_atomic
+from stages.sources import get_kind
+
+INDEX = Path("registry") / "index.json"
+
+
+def _strip_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip_none(v) for v in value]
+    return value
+
+
+def load_all(root: Path) -> list[Card]:
+    """Every card under root/registry, parsed; duplicate names across formats are refused."""
+    cards, seen = [], {}
+    for path in find_cards(root):
+        card = load_card(path.relative_to(root), root)
+        if card.name in seen:
+            raise CardError(card.path, "name", f"{card.name!r} is already used by {seen[card.name]}",
+                            "model names are unique across formats; rename one of the cards")
+        seen[card.name] = card.path
+        cards.append(card)
+    return cards
+
+
+def build(cards: list[Card]) -> dict[str, Any]:
+    index: dict[str, Any] = {"cards": {}, "converters": {name: {} for name in CONVERTERS}}
+    for card in sorted(cards, key=lambda c: c.name):
+        kind = get_kind(card.kind)
+        card_file = card.path.as_posix()
+        index["cards"][card.name] = {"card": card_file, "format": card.format, "kind": card.kind,
+                                     "source": _strip_none(kind.pins(card.source))}
+        index["converters"][for_kind(kind.converter).name][card.name] = {"card": card_file, "format": card.format}
+    return index
+
+
+def render(root: Path) -> str:
+    return dumps_stable(build(load_all(root)))
+
+
+def write(root: Path) -> bool:
+    """Write the index; returns whether it changed."""
+    text, path = render(root), root / INDEX
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    write_text_atomic(path, text)
+    return True
+
+
+def check(root: Path) -> None:
+    path = root / INDEX
+    if not path.exists() or path.read_text(encoding="utf-8") != render(root):
+        raise IndexStaleError(f"{INDEX} does not match the cards in registry/",
+                              fix="run `zoo index` and commit the result")
+
+
+def read(root: Path) -> dict[str, Any]:
+    try:
+        return json.loads((root / INDEX).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexStaleError(f"{INDEX} is missing", fix="run `zoo index` and commit the result") from None
+
+
+def check_card_pins(root: Path, card: Card) -> None:
+    """A stage reads the card but DVC tracked the index's copy of its pins: they must agree."""
+    entry = read(root)["cards"].get(card.name)
+    expected = _strip_none(get_kind(card.kind).pins(card.source))
+    if entry is None or entry.get("source") != expected or entry.get("card") != card.path.as_posix():
+        raise IndexStaleError(f"{INDEX} is out of date for {card.path}",
+                              fix="run `zoo index`, commit it, then `dvc repro`")

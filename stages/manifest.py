@@ -1,0 +1,84 @@
+"""Manifests: `registry/<format>/<name>.manifest.json`, what was staged, tracked by git.
+
+Pure functions over data: everything a release diff needs (file hashes and sizes, source pins,
+converter versions, opset, I/O, validation numbers) is in this one canonical JSON file, written
+atomically, with no timestamps or machine-specific paths, so restaging unchanged inputs rewrites
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from stages.errors import VersionMismatchError
+from stages.files import sha256_file, write_json_atomic
+
+SCHEMA = 1
+PIN_RE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*==\s*([^\s;#]+)")
+
+
+def read_pins(pins_file: Path) -> dict[str, str]:
+    """`name==version` lines of a pins file (comments and blank lines ignored)."""
+    pins = {}
+    for line in pins_file.read_text(encoding="utf-8").splitlines():
+        match = PIN_RE.match(line)
+        if match:
+            pins[match.group(1).lower().replace("_", "-")] = match.group(2)
+    return pins
+
+
+def converter_versions(pins_file: Path) -> dict[str, str]:
+    """Installed versions of the converter's pinned packages; refuses to stage when one differs.
+
+    The pins file is a DVC dependency of the stage: if the code ran with other versions than the
+    file says, `dvc repro` could not tell a converter upgrade happened.
+    """
+    found = {}
+    for name, pinned in read_pins(pins_file).items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed != pinned:
+            raise VersionMismatchError(
+                f"{name} {installed or 'is not installed'}{' is installed' if installed else ''} but {pins_file} pins {pinned}",
+                fix="install the pinned versions (`make venv`), or change the pin and restage with `dvc repro`")
+        found[name] = installed
+    found["python"] = ".".join(platform.python_version_tuple()[:2])  # patch releases would only add noise
+    return found
+
+
+def file_records(folder: Path) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every file under a staged folder, by posix relative path."""
+    records = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        records[path.relative_to(folder).as_posix()] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    return records
+
+
+def build(card, *, files: dict, source_files: list[dict], model: dict, converter: dict,
+          validation: dict, extra: dict | None = None) -> dict[str, Any]:
+    manifest = {
+        "schema": SCHEMA,
+        "name": card.name,
+        "format": card.format,
+        "description": card.description,
+        "license": card.license,
+        "tags": list(card.tags),
+        "source": {"kind": card.kind, "files": source_files},
+        "files": files,
+        "model": model,
+        "converter": converter,
+        "validation": validation,
+    }
+    if extra:
+        manifest.update(extra)
+    return manifest
+
+
+def write(path: Path, manifest: dict[str, Any]) -> None:
+    write_json_atomic(path, manifest)

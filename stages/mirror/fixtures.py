@@ -1,0 +1,212 @@
+"""Fixture files for the offline mirror: real ONNX models in the upstreams' real layouts.
+
+Nothing here is downloaded and no binary lives in git. The models are either shipped by an
+installed package (onnx ships "light" copies of zoo architectures, with their reference
+outputs) or are small instances of real zoo architectures built here (mnist-8's graph) whose
+reference outputs come from onnx's reference evaluator, an implementation independent of the
+ONNX Runtime that validates them. Archives are built byte-stable (fixed mtimes, owners, gzip
+header), so the same fixtures always hash the same.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ZOO_COMMIT = "7c5650d291ca2205c295c871f364dcfb8799f35b"  # onnx/models (real commit; fixture bytes are ours)
+GITHUB_RAW = f"github.com/onnx/models/raw/{ZOO_COMMIT}"
+MEDIA = f"media.githubusercontent.com/media/onnx/models/{ZOO_COMMIT}"
+RAW_LFS = f"raw.githubusercontent.com/onnx/models/{ZOO_COMMIT}"
+
+
+@dataclass(frozen=True)
+class Fixture:
+    name: str
+    card: str          # the card's YAML text
+    files: dict        # mirror-relative path -> sha256
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def mnist8_model(seed: int = 8):
+    """The ONNX zoo's mnist-8 graph (conv-relu-pool x2, reshape, matmul), with seeded weights."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+
+    def init(name, shape, scale):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    inits = [init("Parameter5", (8, 1, 5, 5), 0.2), init("Parameter6", (8, 1, 1), 0.1),
+             init("Parameter87", (16, 8, 5, 5), 0.07), init("Parameter88", (16, 1, 1), 0.1),
+             init("Parameter193", (16, 4, 4, 10), 0.06), init("Parameter194", (1, 10), 0.1),
+             numpy_helper.from_array(np.array([1, 256], dtype=np.int64), "Pooling160_Output_0_reshape0_shape"),
+             numpy_helper.from_array(np.array([256, 10], dtype=np.int64), "Parameter193_reshape1_shape")]
+    nodes = [
+        helper.make_node("Conv", ["Input3", "Parameter5"], ["Convolution28_Output_0"], kernel_shape=[5, 5],
+                         strides=[1, 1], auto_pad="SAME_UPPER", group=1, dilations=[1, 1]),
+        helper.make_node("Add", ["Convolution28_Output_0", "Parameter6"], ["Plus30_Output_0"]),
+        helper.make_node("Relu", ["Plus30_Output_0"], ["ReLU32_Output_0"]),
+        helper.make_node("MaxPool", ["ReLU32_Output_0"], ["Pooling66_Output_0"], kernel_shape=[2, 2],
+                         strides=[2, 2], pads=[0, 0, 0, 0], auto_pad="NOTSET"),
+        helper.make_node("Conv", ["Pooling66_Output_0", "Parameter87"], ["Convolution110_Output_0"],
+                         kernel_shape=[5, 5], strides=[1, 1], auto_pad="SAME_UPPER", group=1, dilations=[1, 1]),
+        helper.make_node("Add", ["Convolution110_Output_0", "Parameter88"], ["Plus112_Output_0"]),
+        helper.make_node("Relu", ["Plus112_Output_0"], ["ReLU114_Output_0"]),
+        helper.make_node("MaxPool", ["ReLU114_Output_0"], ["Pooling160_Output_0"], kernel_shape=[3, 3],
+                         strides=[3, 3], pads=[0, 0, 0, 0], auto_pad="NOTSET"),
+        helper.make_node("Reshape", ["Pooling160_Output_0", "Pooling160_Output_0_reshape0_shape"],
+                         ["Pooling160_Output_0_reshape0"]),
+        helper.make_node("Reshape", ["Parameter193", "Parameter193_reshape1_shape"], ["Parameter193_reshape1"]),
+        helper.make_node("MatMul", ["Pooling160_Output_0_reshape0", "Parameter193_reshape1"], ["Times212_Output_0"]),
+        helper.make_node("Add", ["Times212_Output_0", "Parameter194"], ["Plus214_Output_0"]),
+    ]
+    # IR version 3, as the zoo's file: initializers are also listed as graph inputs.
+    params = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits]
+    graph = helper.make_graph(
+        nodes, "CNTKGraph",
+        [helper.make_tensor_value_info("Input3", TensorProto.FLOAT, [1, 1, 28, 28])] + params,
+        [helper.make_tensor_value_info("Plus214_Output_0", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, producer_name="CNTK", producer_version="2.5.1",
+                              opset_imports=[helper.make_opsetid("", 8)])
+    model.ir_version = 3
+    return model
+
+
+def reference_outputs(model, feeds: dict) -> list:
+    """Outputs from onnx's pure-Python reference evaluator: independent of ONNX Runtime."""
+    from onnx.reference import ReferenceEvaluator
+
+    return ReferenceEvaluator(model).run(None, feeds)
+
+
+def zoo_archive(folder: str, model_bytes: bytes, sets: list[tuple[list, list]]) -> bytes:
+    """The zoo's `<model>.tar.gz` layout: `<folder>/model.onnx` and `<folder>/test_data_set_N/*.pb`."""
+    from onnx import numpy_helper
+
+    entries = [(f"{folder}/model.onnx", model_bytes)]
+    for n, (inputs, outputs) in enumerate(sets):
+        for prefix, tensors in (("input", inputs), ("output", outputs)):
+            for i, (name, value) in enumerate(tensors):
+                data = numpy_helper.from_array(value, name).SerializeToString()
+                entries.append((f"{folder}/test_data_set_{n}/{prefix}_{i}.pb", data))
+    return tar_gz(entries)
+
+
+def tar_gz(entries: list[tuple[str, bytes]], extra: list[tarfile.TarInfo] | None = None) -> bytes:
+    """A byte-stable .tar.gz of (name, bytes) entries, plus optional raw TarInfo (links, '..' names)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+        for info in extra or []:
+            tar.addfile(info, io.BytesIO(b"x" * info.size) if info.isfile() else None)
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz:
+        gz.write(raw.getvalue())
+    return out.getvalue()
+
+
+def lfs_pointer(data: bytes) -> bytes:
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{_sha(data)}\nsize {len(data)}\n".encode()
+
+
+def _write(root: Path, rel: str, data: bytes) -> str:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return _sha(data)
+
+
+def _publish_github(root: Path, routes: dict, rel: str, data: bytes) -> str:
+    """Lay a file out as GitHub serves an LFS file: /raw/ redirects to media, raw.githubusercontent has the pointer."""
+    sha = _write(root, f"{MEDIA}/{rel}", data)
+    _write(root, f"{RAW_LFS}/{rel}", lfs_pointer(data))
+    routes["redirects"][f"/{GITHUB_RAW}/{rel}"] = f"https://{MEDIA}/{rel}"
+    return sha
+
+
+def _onnx_light(name: str):
+    import onnx
+
+    folder = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+    return (folder / f"light_{name}.onnx").read_bytes(), folder / f"light_{name}_output_0.pb"
+
+
+def _card(name: str, description: str, source: str) -> str:
+    return (f"name: {name}\nformat: onnx\ndescription: {description}\nlicense: apache-2.0\n"
+            f"tags: [vision, classification]\nsource:\n  kind: onnx-zoo\n{source}")
+
+
+def build_mirror(root: Path) -> list[Fixture]:
+    """Write the demo zoo's upstream files under `root` (a MirrorServer root); return their cards."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from stages.mirror.server import add_hf_repo
+
+    routes: dict = {"redirects": {}, "status": {}}
+    fixtures = []
+
+    mnist = mnist8_model()
+    mnist_bytes = mnist.SerializeToString()
+    x = np.random.default_rng(28).random((1, 1, 28, 28), dtype=np.float32)
+    (y,) = reference_outputs(mnist, {"Input3": x})
+    rel = "vision/classification/mnist/model/mnist-8"
+    m_sha = _publish_github(root, routes, f"{rel}.onnx", mnist_bytes)
+    t_sha = _publish_github(root, routes, f"{rel}.tar.gz",
+                            zoo_archive("mnist", mnist_bytes, [([("Input3", x)], [("Plus214_Output_0", y)])]))
+    fixtures.append(Fixture("mnist", _card("mnist", "MNIST CNN, mnist-8 graph (demo weights)",
+        f"  url: https://{GITHUB_RAW}/{rel}.onnx\n  sha256: {m_sha}\n"
+        f"  test_data:\n    url: https://{GITHUB_RAW}/{rel}.tar.gz\n    sha256: {t_sha}\n"),
+        {f"{MEDIA}/{rel}.onnx": m_sha}))
+
+    resnet_bytes, resnet_out = _onnx_light("resnet50")
+    model = onnx.load_from_string(resnet_bytes)
+    inp = model.graph.input[0]
+    shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+    x = (np.arange(np.prod(shape)).reshape(shape) / np.prod(shape)).astype(np.float32)
+    y = numpy_helper.to_array(onnx.load_tensor(str(resnet_out)))
+    rel = "vision/classification/resnet/model/resnet50-v1-7"
+    r_sha = _publish_github(root, routes, f"{rel}.onnx", resnet_bytes)
+    t_sha = _publish_github(root, routes, f"{rel}.tar.gz",
+                            zoo_archive("resnet50v1", resnet_bytes, [([(inp.name, x)], [("", y)])]))
+    fixtures.append(Fixture("resnet50", _card("resnet50", "ResNet-50 v1 architecture (onnx's light test copy)",
+        f"  url: https://{GITHUB_RAW}/{rel}.onnx\n  sha256: {r_sha}\n"
+        f"  test_data:\n    url: https://{GITHUB_RAW}/{rel}.tar.gz\n    sha256: {t_sha}\n"),
+        {f"{MEDIA}/{rel}.onnx": r_sha}))
+
+    squeeze_bytes, _ = _onnx_light("squeezenet")
+    commit = add_hf_repo(root, "onnxmodelzoo/squeezenet1.1-7",
+                         {"squeezenet1.1-7.onnx": squeeze_bytes, "README.md": b"# SqueezeNet 1.1 (fixture)\n"})
+    fixtures.append(Fixture("squeezenet", _card("squeezenet", "SqueezeNet 1.1 architecture from the HF mirror",
+        f"  repo: onnxmodelzoo/squeezenet1.1-7\n  revision: {commit}\n  file: squeezenet1.1-7.onnx\n"
+        f"  sha256: {_sha(squeeze_bytes)}\n"), {}))
+
+    (root / "_routes.json").write_text(json.dumps(routes, indent=2, sort_keys=True))
+    return fixtures
+
+
+def publish(root: Path, url: str, data: bytes) -> str:
+    """Place `data` where the mirror serves upstream `url` (https://HOST/PATH); returns its sha256."""
+    assert url.startswith("https://")
+    return _write(root, url[len("https://"):].split("?")[0], data)
+
+
+def onnx_card(name: str, url: str, sha: str, test_url: str | None = None, test_sha: str | None = None,
+              extra: str = "") -> str:
+    source = f"  url: {url}\n  sha256: {sha}\n"
+    if test_url:
+        source += f"  test_data:\n    url: {test_url}\n    sha256: {test_sha}\n"
+    return _card(name, f"{name} (test fixture)", source) + extra

@@ -1,0 +1,96 @@
+"""What the DVC stages run: fetch a card's raw files, stage a card. The CLI only parses and calls these."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from stages import index
+from stages.card import Card, load_card
+from stages.convert import for_kind
+from stages.errors import StagingError
+from stages.fetch import download, download_hf
+from stages.files import building_dir, sha256_file, write_json_atomic
+from stages.sources import get_kind
+
+log = logging.getLogger(__name__)
+FETCH_RECORD = "_fetch.json"
+
+
+@dataclass(frozen=True)
+class RawFolder:
+    """A fetched card's raw files (registry/_raw/<name>/) and the record of what each one is."""
+
+    path: Path
+    files: tuple[dict, ...]
+
+    @classmethod
+    def open(cls, path: Path, card: Card) -> "RawFolder":
+        try:
+            record = json.loads((path / FETCH_RECORD).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise StagingError(f"{path}: raw files of {card.name} are missing",
+                               fix=f"run `dvc repro fetch@{card.name}` or `dvc pull {path.as_posix()}`") from None
+        return cls(path, tuple(record["files"]))
+
+    def has(self, role: str) -> bool:
+        return any(f["role"] == role for f in self.files)
+
+    def file(self, role: str) -> Path:
+        entry = next(f for f in self.files if f["role"] == role)
+        path = self.path / entry["filename"]
+        if not path.is_file() or sha256_file(path) != entry["sha256"]:
+            raise StagingError(f"{path}: raw file does not match its pinned sha256 {entry['sha256']}",
+                               fix=f"refetch it: `dvc repro --force fetch@{self.path.name}`")
+        return path
+
+
+def fetch_card(root: Path, card_path: Path) -> Path:
+    """Download every pinned file of a card into registry/_raw/<name>/, verified, all or nothing."""
+    card = load_card(card_path, root)
+    index.check_card_pins(root, card)
+    files = get_kind(card.kind).remote_files(card.source)
+    dest = root / card.raw_dir
+    records = []
+    with building_dir(dest) as tmp:
+        for remote in files:
+            target = tmp / remote.filename
+            if remote.url:
+                size = download(remote.url, target, remote.sha256, desc=f"{card.name}: {remote.filename}")
+            else:
+                size = download_hf(remote.hf_repo, remote.hf_revision, remote.hf_path, target, remote.sha256)
+            records.append(remote.record() | {"size": size})
+            log.info("%s: fetched %s (%d bytes, sha256 ok)", card.name, remote.describe(), size)
+        write_json_atomic(tmp / FETCH_RECORD, {"card": card.name, "kind": card.kind, "files": records})
+    return dest
+
+
+def load_params(root: Path) -> dict:
+    import yaml
+
+    return yaml.load((root / "params.yaml").read_text(encoding="utf-8"),
+                     Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+
+
+def stage_card(root: Path, card_path: Path) -> Path:
+    """Stage a card from its raw files into registry/<format>/<name>/ and write its manifest."""
+    from stages import manifest
+    from stages.convert.common import converter_record
+
+    card = load_card(card_path, root)
+    index.check_card_pins(root, card)
+    converter = for_kind(get_kind(card.kind).converter)
+    settings = load_params(root).get(converter.params) or {}
+    versions = manifest.converter_versions(root / converter.pins)
+    raw = RawFolder.open(root / card.raw_dir, card)
+    dest = root / card.staged_dir
+    with building_dir(dest) as tmp:
+        sections = converter.run()(card, raw, tmp, settings, versions)
+        files = manifest.file_records(tmp)
+    data = manifest.build(card, files=files, source_files=list(raw.files), model=sections["model"],
+                          converter=converter_record(converter, versions, settings),
+                          validation=sections["validation"])
+    manifest.write(root / card.manifest_path, data)
+    return dest

@@ -1,0 +1,61 @@
+"""The one small interface every source ecosystem implements.
+
+A source kind parses its section of a card into a frozen spec (all pins, no network), and
+resolves the spec into the exact remote files to fetch, each with its sha256. Fetching itself is
+shared (stages.fetch): an ecosystem module never opens a socket of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One pinned upstream file: either an https URL or a file in a Hugging Face repo at a commit."""
+
+    role: str
+    filename: str
+    sha256: str
+    url: str | None = None
+    hf_repo: str | None = None
+    hf_revision: str | None = None
+    hf_path: str | None = None
+
+    def describe(self) -> str:
+        if self.url:
+            return self.url
+        return f"hf://{self.hf_repo}@{self.hf_revision}/{self.hf_path}"
+
+    def record(self) -> dict[str, Any]:
+        """What the raw folder's `_fetch.json` and the manifest say about this file."""
+        out = {"role": self.role, "filename": self.filename, "sha256": self.sha256}
+        if self.url:
+            out["url"] = self.url
+        else:
+            out.update(hf_repo=self.hf_repo, hf_revision=self.hf_revision, hf_path=self.hf_path)
+        return out
+
+
+class SourceKind:
+    """Base class of a card's `source.kind`; subclasses register with @stages.sources.register."""
+
+    kind: ClassVar[str]
+    converter: ClassVar[str]  # the staging path (a key of stages.convert.CONVERTERS)
+    formats: ClassVar[tuple[str, ...]]  # formats a card of this kind may declare
+
+    @classmethod
+    def parse(cls, fields, fmt: str) -> Any:  # -> the kind's frozen spec
+        raise NotImplementedError  # abstract: every registered kind overrides it
+
+    @classmethod
+    def remote_files(cls, spec: Any) -> list[RemoteFile]:
+        raise NotImplementedError  # abstract: every registered kind overrides it
+
+    @classmethod
+    def pins(cls, spec: Any) -> dict[str, Any]:
+        """The spec as plain data: what the index tracks for the fetch stage and the manifest records."""
+        from dataclasses import asdict
+
+        return {k: v for k, v in asdict(spec).items() if v is not None}

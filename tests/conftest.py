@@ -1,0 +1,70 @@
+"""Shared fixtures: the offline hub mirror and the local S3 server, both real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stages import sandbox
+from stages.mirror.fixtures import build_mirror
+from stages.mirror.server import MirrorServer
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def mirror_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("mirror")
+
+
+@pytest.fixture(scope="session")
+def demo_fixtures(mirror_root):
+    """The demo zoo's upstream files, laid out in the mirror root; returns their cards."""
+    return {f.name: f for f in build_mirror(mirror_root)}
+
+
+@pytest.fixture(scope="session")
+def mirror_server(mirror_root, demo_fixtures):
+    with MirrorServer(mirror_root) as server:
+        yield server
+
+
+@pytest.fixture
+def mirror(mirror_server, monkeypatch):
+    """The running mirror, with ZOO_MIRROR pointing at it and fast retries; faults reset after each test."""
+    monkeypatch.setenv("ZOO_MIRROR", mirror_server.url)
+    monkeypatch.setenv("ZOO_RETRY_BACKOFF", "0.01")
+    monkeypatch.setenv("ZOO_PROGRESS", "0")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    yield mirror_server
+    mirror_server.clear_faults()
+
+
+@pytest.fixture(scope="session")
+def s3():
+    with sandbox.S3Server() as server:
+        yield server
+
+
+def make_root(tmp_path: Path, cards: dict[str, str]) -> Path:
+    """A registry root for calling stages.pipeline directly: params, pins, cards and the index (no git/DVC)."""
+    from stages import index
+
+    root = tmp_path / "registry-root"
+    (root / "stages").mkdir(parents=True)
+    shutil.copy2(PROJECT / "params.yaml", root / "params.yaml")
+    shutil.copytree(PROJECT / "stages" / "pins", root / "stages" / "pins")
+    for key, text in cards.items():
+        path = root / "registry" / f"{key}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    index.write(root)
+    return root
+
+
+def leftovers(root: Path) -> list[str]:
+    """Anything half-written: temp files or folders from an interrupted or failed step."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if ".incomplete" in p.name or ".hf-" in p.name)
