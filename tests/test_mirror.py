@@ -233,6 +233,23 @@ def test_routes_json_is_loaded_at_start(root):
         assert [get(server, BLOB_PATH).status_code for _ in range(2)] == [503, 200]
 
 
+def test_routes_json_reloaded_when_it_changes(mirror, root):
+    assert get(mirror, "/example.com/late.onnx").status_code == 404
+    (root / "_routes.json").write_text(json.dumps({"status": {"/example.com/late.onnx": 451}}))
+    assert get(mirror, "/example.com/late.onnx").status_code == 451
+    mirror.set_status("/example.com/late.onnx", 404, b"code wins")
+    assert get(mirror, "/example.com/late.onnx").content == b"code wins"
+
+
+def test_stop_closes_keep_alive_connections(root):
+    server = MirrorServer(root).start()
+    with requests.Session() as session:
+        assert session.get(server.url + BLOB_PATH, timeout=5).content == BLOB
+        server.stop()
+        with pytest.raises(requests.exceptions.ConnectionError):
+            session.get(server.url + BLOB_PATH, timeout=5)
+
+
 # ----------------------------------------------------------------------------- Hugging Face
 
 HF_REPO = "acme/tiny-net"

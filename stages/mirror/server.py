@@ -55,8 +55,6 @@ COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 REPO_ID_RE = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
-# ----------------------------------------------------------------------------- fixtures
-
 def hf_commit_id(files: dict[str, bytes]) -> str:
     """Deterministic commit id: sha1 over sorted (path, sha256) pairs, so fixtures are stable."""
     digest = hashlib.sha1()
@@ -110,8 +108,6 @@ def add_hf_repo(root: Path, repo_id: str, files: dict[str, bytes], *,
     _atomic_write(refs_path, json.dumps({**current, **wanted}, indent=2, sort_keys=True).encode())
     return commit
 
-
-# ----------------------------------------------------------------------------- replies
 
 @dataclass
 class Reply:
@@ -189,8 +185,6 @@ def apply_range(reply: Reply, range_header: str | None, if_range: str | None) ->
     return Reply(206, headers, reply.data[start:end + 1])
 
 
-# ----------------------------------------------------------------------------- hashing
-
 @dataclass(frozen=True)
 class Digest:
     sha256: str
@@ -199,22 +193,19 @@ class Digest:
 
 
 class HashCache:
-    """Hashes keyed by (path, mtime, size): fixtures can be big and are read on every HEAD."""
+    """Hashes keyed by (path, mtime, size): fixtures can be big and are read on every HEAD.
+
+    No lock: a dict get/set is atomic, and two threads hashing the same file agree anyway."""
 
     def __init__(self):
-        self._lock = threading.Lock()
         self._cache: dict[tuple[str, int, int], Digest] = {}
 
     def get(self, path: Path) -> Digest:
         st = path.stat()
         key = (str(path), st.st_mtime_ns, st.st_size)
-        with self._lock:
-            hit = self._cache.get(key)
-        if hit is None:
-            hit = self._compute(path, st.st_size)
-            with self._lock:
-                self._cache[key] = hit
-        return hit
+        if key not in self._cache:
+            self._cache[key] = self._compute(path, st.st_size)
+        return self._cache[key]
 
     @staticmethod
     def _compute(path: Path, size: int) -> Digest:
@@ -226,17 +217,16 @@ class HashCache:
                 sha1.update(chunk)
                 if small is not None:
                     small += chunk
-        is_text = False
-        if small is not None:
-            try:
-                bytes(small).decode("utf-8")
-                is_text = True
-            except UnicodeDecodeError:
-                pass
-        return Digest(sha256.hexdigest(), sha1.hexdigest(), is_text)
+        return Digest(sha256.hexdigest(), sha1.hexdigest(), small is not None and _is_utf8(bytes(small)))
 
 
-# ----------------------------------------------------------------------------- Hugging Face
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
 
 def lfs_pointer(sha256: str, size: int) -> bytes:
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
@@ -374,8 +364,6 @@ def _flag(query: dict[str, list[str]], name: str) -> bool:
     return query.get(name, ["false"])[-1].lower() in ("1", "true", "yes")
 
 
-# ----------------------------------------------------------------------------- faults
-
 @dataclass
 class Fault:
     """Per-path misbehaviour; `seen`/`dropped` count requests so a fault can heal itself."""
@@ -400,14 +388,20 @@ class Fault:
         return "ok"
 
 
-# ----------------------------------------------------------------------------- HTTP
-
 class _Handler(BaseHTTPRequestHandler):
     """Thin HTTP layer: MirrorServer decides the reply, this writes it (or cuts it short)."""
 
     protocol_version = "HTTP/1.1"   # keep-alive, like the real hubs; every reply has a length
     server_version = "zoo-mirror"
     timeout = 30                    # idle keep-alive connections must not pin threads forever
+
+    def setup(self):
+        super().setup()
+        self.server.track(self.connection, True)
+
+    def finish(self):
+        self.server.track(self.connection, False)
+        super().finish()
 
     def do_GET(self):
         self._serve("GET")
@@ -464,6 +458,25 @@ class _Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     mirror: "MirrorServer"
+
+    def server_activate(self):
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().server_activate()
+
+    def track(self, conn: socket.socket, is_open: bool) -> None:
+        with self._open_lock:
+            (self._open.add if is_open else self._open.discard)(conn)
+
+    def close_connections(self) -> None:
+        """A stopped mirror must look down even to clients holding a keep-alive connection."""
+        with self._open_lock:
+            conns, self._open = list(self._open), set()
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def handle_error(self, request, client_address):
         """Clients hanging up is normal here (tests drop connections on purpose): stay quiet."""
@@ -523,6 +536,7 @@ class MirrorServer:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+            self._httpd.close_connections()
             self._thread.join(timeout=5)
             self._httpd = self._thread = None
 
@@ -550,9 +564,7 @@ class MirrorServer:
     def clear_faults(self) -> None:
         with self._lock:
             self._routes["faults"].clear()
-            for fault in self._file_routes["faults"].values():
-                fault.fail_first = fault.drop_times = 0
-                fault.no_range = fault.html_200 = False
+            self._file_routes["faults"].clear()  # until _routes.json changes again
 
     def _refresh_file_routes(self) -> None:
         """Re-read ROOT/_routes.json when it changes: fixtures may be (re)built while serving."""

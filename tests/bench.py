@@ -1,0 +1,134 @@
+"""`make bench`: pipeline overhead for 200 generated ONNX-zoo cards, against bare DVC.
+
+Prints (never asserts; targets are read by people):
+- bare DVC, 200 trivial foreach stages: no-op `dvc repro` and `dvc status` (median of 3);
+- the registry with 200 cards (400 stages: fetch + stage): the same two timings, and the ratio;
+- per-stage overhead of `zoo fetch` and `zoo stage` beyond the work itself (process start and
+  imports): wall time of the subprocess minus the in-process work time it records (ZOO_TIMINGS);
+- whether any stage imported torch / tensorflow / transformers / keras (it must not).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stages import sandbox
+from stages.mirror import fixtures
+from stages.mirror.server import MirrorServer
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+WORK = Path(".bench").resolve()
+
+
+def timed(args, cwd, env, repeat=3) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        sandbox.run(args, cwd, env)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def tiny_model(i: int) -> bytes:
+    """A distinct small ONNX model per card (Gemm with seeded weights, symbolic batch)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(i)
+    w = numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.standard_normal((4,)).astype(np.float32), "B")
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "W", "B"], ["y"])], f"tiny{i}",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="bench")
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def bare_dvc(env) -> dict:
+    repo = WORK / "bare"
+    repo.mkdir(parents=True)
+    sandbox.run(["git", "init", "-q"], repo, env)
+    sandbox.run(["dvc", "init", "-q"], repo, env)
+    (repo / "items.json").write_text(json.dumps({"items": {f"m{i:03d}": {"n": i} for i in range(N)}}))
+    (repo / "dvc.yaml").write_text("vars:\n  - items.json\nstages:\n  s:\n    foreach: ${items}\n    do:\n"
+                                   "      cmd: echo ${item.n} > out/${key}.txt\n      outs:\n        - out/${key}.txt\n")
+    (repo / "out").mkdir()
+    started = time.perf_counter()
+    sandbox.run(["dvc", "repro"], repo, env)
+    first = time.perf_counter() - started
+    return {"first_repro_s": first, "noop_repro_s": timed(["dvc", "repro"], repo, env),
+            "status_s": timed(["dvc", "status"], repo, env)}
+
+
+def registry(env, mirror_root) -> tuple[dict, Path]:
+    cards = {}
+    for i in range(N):
+        url = f"https://example.org/bench/m{i:03d}/model.onnx"
+        sha = fixtures.publish(mirror_root, url, tiny_model(i))
+        cards[f"onnx/m{i:03d}"] = fixtures.onnx_card(f"m{i:03d}", url, sha)
+    repo = sandbox.new_registry(WORK / "registry", cards, env)
+    started = time.perf_counter()
+    sandbox.run(["dvc", "repro"], repo, env)
+    first = time.perf_counter() - started
+    return ({"first_repro_s": first, "noop_repro_s": timed(["dvc", "repro"], repo, env),
+             "status_s": timed(["dvc", "status"], repo, env)}, repo)
+
+
+def per_stage_overhead(repo: Path, env, samples: int = 10) -> dict:
+    timings = WORK / "timings.jsonl"
+    env = dict(env, ZOO_TIMINGS=str(timings))
+    out = {}
+    for command in ("fetch", "stage"):
+        timings.unlink(missing_ok=True)
+        walls = []
+        for i in range(samples):
+            started = time.perf_counter()
+            sandbox.run(["zoo", command, f"registry/onnx/m{i:03d}.yaml"], repo, env)
+            walls.append(time.perf_counter() - started)
+        works = [json.loads(line) for line in timings.read_text().splitlines()]
+        out[command] = {"wall_s": statistics.median(walls),
+                        "work_s": statistics.median(w["work_s"] for w in works),
+                        "heavy_modules": sorted({m for w in works for m in w["heavy_modules"]})}
+        out[command]["overhead_s"] = out[command]["wall_s"] - out[command]["work_s"]
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    out["python_start_s"] = time.perf_counter() - started
+    return out
+
+
+def main() -> int:
+    if WORK.exists():
+        shutil.rmtree(WORK)
+    WORK.mkdir()
+    with MirrorServer(WORK / "mirror") as mirror:
+        env = sandbox.env(mirror.url)
+        print(f"bench: {N} cards; bare DVC baseline first ...", flush=True)
+        bare = bare_dvc(env)
+        print(f"bench: registry with {N} ONNX-zoo cards ({2 * N} stages) ...", flush=True)
+        ours, repo = registry(env, WORK / "mirror")
+        overhead = per_stage_overhead(repo, env)
+    print()
+    print(f"{'':34}{'bare DVC':>12}{'registry':>12}{'ratio':>8}")
+    for key, label in (("noop_repro_s", "no-op dvc repro (s)"), ("status_s", "dvc status (s)"),
+                       ("first_repro_s", "first dvc repro (s)")):
+        print(f"{label:34}{bare[key]:12.2f}{ours[key]:12.2f}{ours[key] / bare[key]:8.2f}")
+    print(f"  (bare: {N} stages; registry: {2 * N} stages, a fetch and a stage per card)")
+    print()
+    for command in ("fetch", "stage"):
+        o = overhead[command]
+        print(f"zoo {command:6} wall {o['wall_s']:.3f} s = work {o['work_s']:.3f} s + overhead {o['overhead_s']:.3f} s"
+              f" (process start + imports; bare python start {overhead['python_start_s']:.3f} s);"
+              f" heavy modules imported: {o['heavy_modules'] or 'none'}")
+    (WORK / "results.json").write_text(json.dumps({"n": N, "bare": bare, "registry": ours, "overhead": overhead}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
