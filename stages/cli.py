@@ -57,7 +57,7 @@ def _cmd_index(args) -> int:
 def _cmd_fetch(args) -> int:
     from stages.pipeline import fetch_card
 
-    print(fetch_card(args.root, Path(args.card)).relative_to(args.root).as_posix())
+    print(fetch_card(args.root, Path(args.card), args.pins).relative_to(args.root).as_posix())
     return 0
 
 
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("index", help="regenerate registry/index.json from the cards").set_defaults(func=_cmd_index)
     fetch = sub.add_parser("fetch", help="download a card's pinned files into registry/_raw/<name> (a DVC stage)")
     fetch.add_argument("card", help="registry/<format>/<name>.yaml")
+    fetch.add_argument("--pins", help="the card's pins fingerprint from registry/index.json (dvc.yaml passes it)")
     fetch.set_defaults(func=_cmd_fetch)
     stage = sub.add_parser("stage", help="stage a card from its raw files, validate it, write its manifest (a DVC stage)")
     stage.add_argument("card", help="registry/<format>/<name>.yaml")

@@ -1,8 +1,11 @@
 """registry/index.json: what dvc.yaml's `foreach` blocks iterate over, generated from the cards.
 
 Adding a model is adding a card and running `zoo index`; nobody edits dvc.yaml per model.
-The fetch stage of a card depends on `cards.<name>.source` here (its pins), not on the card
-file, so editing a card's description restages it but never downloads again.
+The fetch stage of a card depends on its pins only, not on the card file, so editing a card's
+description restages it but never downloads again. It does so through its command line:
+`zoo fetch <card> --pins <pins>`, where `pins` is a short hash of the card's source pins. A
+changed command reruns a DVC stage, and a string in the command costs DVC nothing to compare,
+where a params dependency into this file costs a parse and a tree walk per stage.
 `zoo check` fails when this file is out of date.
 """
 
@@ -42,13 +45,21 @@ def load_all(root: Path) -> list[Card]:
     return cards
 
 
+def pins_hash(pins: dict[str, Any]) -> str:
+    """A short, stable fingerprint of a card's source pins (what its fetch stage's command carries)."""
+    import hashlib
+
+    return hashlib.sha256(dumps_stable(pins).encode()).hexdigest()[:16]
+
+
 def build(cards: list[Card]) -> dict[str, Any]:
     index: dict[str, Any] = {"cards": {}, "converters": {name: {} for name in CONVERTERS}}
     for card in sorted(cards, key=lambda c: c.name):
         kind = get_kind(card.kind)
         card_file = card.path.as_posix()
+        pins = _strip_none(kind.pins(card.source))
         index["cards"][card.name] = {"card": card_file, "format": card.format, "kind": card.kind,
-                                     "source": _strip_none(kind.pins(card.source))}
+                                     "source": pins, "pins": pins_hash(pins)}
         index["converters"][for_kind(kind.converter).name][card.name] = {"card": card_file, "format": card.format}
     return index
 
@@ -80,10 +91,11 @@ def read(root: Path) -> dict[str, Any]:
         raise IndexStaleError(f"{INDEX} is missing", fix="run `zoo index` and commit the result") from None
 
 
-def check_card_pins(root: Path, card: Card) -> None:
-    """A stage reads the card but DVC tracked the index's copy of its pins: they must agree."""
+def check_card_pins(root: Path, card: Card, pins: str | None = None) -> None:
+    """A stage reads the card but DVC tracked the index's pins (and the fetch command's): all must agree."""
     entry = read(root)["cards"].get(card.name)
     expected = _strip_none(get_kind(card.kind).pins(card.source))
-    if entry is None or entry.get("source") != expected or entry.get("card") != card.path.as_posix():
+    if (entry is None or entry.get("source") != expected or entry.get("card") != card.path.as_posix()
+            or (pins is not None and pins != pins_hash(expected))):
         raise IndexStaleError(f"{INDEX} is out of date for {card.path}",
                               fix="run `zoo index`, commit it, then `dvc repro`")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.errors import VersionMismatchError
-from stages.files import sha256_file, write_json_atomic
+from stages.files import dumps_stable, sha256_file, write_json_atomic
 
 SCHEMA = 1
 PIN_RE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*==\s*([^\s;#]+)")
@@ -50,6 +50,18 @@ def converter_versions(pins_file: Path) -> dict[str, str]:
         found[name] = installed
     found["python"] = ".".join(platform.python_version_tuple()[:2])  # patch releases would only add noise
     return found
+
+
+def converter_record(converter, versions: dict, settings: dict) -> dict:
+    """Which converter, which versions, which settings (hashed) produced the staged files."""
+    import hashlib
+
+    return {
+        "name": converter.name,
+        "versions": versions,
+        "params_section": converter.params,
+        "params_sha256": hashlib.sha256(dumps_stable(settings).encode()).hexdigest(),
+    }
 
 
 def file_records(folder: Path) -> dict[str, dict[str, Any]]:

@@ -47,10 +47,13 @@ class RawFolder:
         return path
 
 
-def fetch_card(root: Path, card_path: Path) -> Path:
-    """Download every pinned file of a card into registry/_raw/<name>/, verified, all or nothing."""
+def fetch_card(root: Path, card_path: Path, pins: str | None = None) -> Path:
+    """Download every pinned file of a card into registry/_raw/<name>/, verified, all or nothing.
+
+    `pins` is the fingerprint the DVC stage's command carries; it must match the card.
+    """
     card = load_card(card_path, root)
-    index.check_card_pins(root, card)
+    index.check_card_pins(root, card, pins)
     files = get_kind(card.kind).remote_files(card.source)
     dest = root / card.raw_dir
     records = []
@@ -77,7 +80,6 @@ def load_params(root: Path) -> dict:
 def stage_card(root: Path, card_path: Path) -> Path:
     """Stage a card from its raw files into registry/<format>/<name>/ and write its manifest."""
     from stages import manifest
-    from stages.convert.common import converter_record
 
     card = load_card(card_path, root)
     index.check_card_pins(root, card)
@@ -90,7 +92,7 @@ def stage_card(root: Path, card_path: Path) -> Path:
         sections = converter.run()(card, raw, tmp, settings, versions)
         files = manifest.file_records(tmp)
     data = manifest.build(card, files=files, source_files=list(raw.files), model=sections["model"],
-                          converter=converter_record(converter, versions, settings),
+                          converter=manifest.converter_record(converter, versions, settings),
                           validation=sections["validation"])
     manifest.write(root / card.manifest_path, data)
     return dest

@@ -123,6 +123,14 @@ def test_editing_one_card_restages_only_that_model(reg):
     commit_all(reg, "edit resnet50's description")
 
 
+def test_new_pins_refetch_that_card_only(reg):
+    card = reg["repo"] / "registry/onnx/mnist.yaml"
+    card.write_text(card.read_text().replace("mnist-8.onnx\n", "mnist-8.onnx?pinned=again\n", 1))
+    sandbox.run(["zoo", "index"], reg["repo"], reg["env"])
+    assert ran(dvc(reg, "repro").stdout) == ["fetch@mnist", "stage-onnx-zoo@mnist"]
+    commit_all(reg, "re-pin mnist")
+
+
 def test_onnx_params_change_restages_only_onnx_stages(reg):
     params = reg["repo"] / "params.yaml"
     params.write_text(params.read_text().replace("dim_default: 1", "dim_default: 2"))

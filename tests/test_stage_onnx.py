@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from conftest import leftovers, make_root
+from tests.conftest import leftovers, make_root
 from stages.errors import IndexStaleError, ParityError, StagingError, UnsafeArchiveError, VersionMismatchError
 from stages.files import sha256_file
 from stages.mirror import fixtures
@@ -176,6 +176,14 @@ def test_stale_index_is_refused(mirror, demo_fixtures, tmp_path):
                     .replace("mnist-8.onnx", "mnist-8.onnx?moved=1", 1))
     with pytest.raises(IndexStaleError, match="run `zoo index`"):
         fetch_card(root, __import__("pathlib").Path("registry/onnx/mnist.yaml"))
+
+
+def test_fetch_refuses_pins_that_do_not_match_the_card(mirror, demo_fixtures, tmp_path):
+    """dvc.yaml passes the index's pins fingerprint: a card edited without `zoo index` is caught."""
+    root = make_root(tmp_path, {"onnx/mnist": demo_fixtures["mnist"].card})
+    with pytest.raises(IndexStaleError, match="registry/index.json is out of date for registry/onnx/mnist.yaml"):
+        fetch_card(root, __import__("pathlib").Path("registry/onnx/mnist.yaml"), pins="0123456789abcdef")
+    assert not (root / "registry/_raw/mnist").exists()
 
 
 def test_staging_is_byte_stable_across_processes(mirror, demo_fixtures, tmp_path):
