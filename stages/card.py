@@ -14,7 +14,9 @@ from typing import Any
 from stages.errors import CardError
 
 FORMATS = ("onnx", "tensorflow", "keras")
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# DVC artifact names (and GTO's) allow lowercase letters, digits and inner '-'; dots would also
+# break `cards.<name>` lookups. A card name is its artifact name, so it follows those rules.
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 LICENSE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")
@@ -55,6 +57,10 @@ class Fields:
         return value
 
     def sha256(self, name: str = "sha256", required: bool = True) -> str | None:
+        if required and self.data.get(name) is None:
+            self.seen.add(name)
+            raise CardError(self.path, self.key(name), "missing (every file is pinned by its sha256)",
+                            f"run `zoo pin {self.path}` to fetch the file and write its sha256")
         return self.str(name, required, SHA256_RE,
                         "write the file's full sha256 as 64 lowercase hex digits (`sha256sum FILE`)")
 
@@ -64,7 +70,7 @@ class Fields:
             return None
         if not isinstance(value, str) or not COMMIT_RE.match(value):
             raise CardError(self.path, self.key(name), f"{value!r} is not a 40-hex commit (branches and tags move)",
-                            "pin the full commit id, e.g. from `git ls-remote` or the hub's commit history")
+                            f"pin the full commit id: run `zoo pin {self.path}`")
         return value
 
     def url(self, name: str, required: bool = True) -> str | None:
@@ -171,7 +177,7 @@ def parse_card(path: Path, data: Any) -> Card:
 
     fields = Fields(path, data)
     name = fields.str("name", pattern=NAME_RE,
-                      hint="use lowercase letters, digits, '-' and '_' (no dots), at most 64 characters")
+                      hint="use lowercase letters, digits and inner '-' (as DVC artifact names), at most 64 characters")
     fmt = fields.str("format")
     if fmt not in FORMATS:
         raise CardError(path, "format", f"unknown format {fmt!r}", f"use one of: {', '.join(FORMATS)}")

@@ -22,9 +22,17 @@ HEAVY_MODULES = ("torch", "tensorflow", "transformers", "keras", "jax")
 def _cmd_check(args) -> int:
     from stages import index
 
+    from stages.errors import IndexStaleError
+    from stages.prune import orphans
+
     cards = index.load_all(args.root)
     index.check(args.root)
     _check_dvc_yaml(args.root, cards)
+    left = orphans(args.root, {c.name for c in cards})
+    if left:
+        name = Path(left[0]).name[: -len(".manifest.json")]
+        raise IndexStaleError(f"{left[0]} has no card (deleted by hand?)",
+                              fix=f"run `zoo remove {name}` to remove what the pipeline made for it")
     print(f"{len(cards)} cards ok; {index.INDEX} is up to date")
     return 0
 
@@ -50,7 +58,7 @@ def _cmd_index(args) -> int:
     from stages import index
 
     changed = index.write(args.root)
-    print(f"{index.INDEX} {'updated' if changed else 'already up to date'}")
+    print(f"{index.INDEX} and dvc.yaml's artifacts {'updated' if changed else 'already up to date'}")
     return 0
 
 
@@ -65,6 +73,52 @@ def _cmd_stage(args) -> int:
     from stages.pipeline import stage_card
 
     print(stage_card(args.root, Path(args.card)).relative_to(args.root).as_posix())
+    return 0
+
+
+def _cmd_pin(args) -> int:
+    from stages.pin import pin_card
+
+    for card in args.cards:
+        changes = pin_card(args.root, Path(card))
+        print(f"{card}: " + ("; ".join(changes) if changes else "already fully pinned"))
+    if any(args.cards):
+        print("next: `zoo index`, `zoo check`, `dvc repro`")
+    return 0
+
+
+def _cmd_remove(args) -> int:
+    from stages.prune import remove_model
+
+    for name in args.names:
+        print(f"{name}: removed " + ", ".join(remove_model(args.root, name)))
+    print("next: commit; older releases keep these models (`zoo gc` keeps every tag's data)")
+    return 0
+
+
+def _cmd_diff(args) -> int:
+    from stages import diff, gitio
+
+    result = diff.diff(gitio.snapshot(args.root, args.rev_a), gitio.snapshot(args.root, args.rev_b))
+    render = diff.render_json if args.json else diff.render_markdown if args.markdown else diff.render_table
+    sys.stdout.write(render(result))
+    return 0
+
+
+def _cmd_release(args) -> int:
+    from stages.release import release
+
+    tag, message = release(args.root, args.version)
+    print(message)
+    print(f"tagged {tag} (and <model>@v{args.version} for each new or changed model); publish with "
+          f"`git push origin --tags` (the data is already in the remote)")
+    return 0
+
+
+def _cmd_gc(args) -> int:
+    from stages.release import gc
+
+    sys.stdout.write(gc(args.root, cloud=args.cloud, yes=args.yes))
     return 0
 
 
@@ -83,6 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
     stage = sub.add_parser("stage", help="stage a card from its raw files, validate it, write its manifest (a DVC stage)")
     stage.add_argument("card", help="registry/<format>/<name>.yaml")
     stage.set_defaults(func=_cmd_stage)
+    pin = sub.add_parser("pin", help="resolve branches/tags to commits and missing sha256s, written into the cards")
+    pin.add_argument("cards", nargs="+", help="registry/<format>/<name>.yaml ...")
+    pin.set_defaults(func=_cmd_pin)
+    rm = sub.add_parser("remove", help="remove models: card, manifest, staged and raw folders, lock entries")
+    rm.add_argument("names", nargs="+", help="model names")
+    rm.set_defaults(func=_cmd_remove)
+    diff = sub.add_parser("diff", help="what changed between two zoo revisions (reads git only)")
+    diff.add_argument("rev_a", help="older revision: a zoo-v* tag, branch or commit")
+    diff.add_argument("rev_b", nargs="?", default="HEAD", help="newer revision (default HEAD)")
+    style = diff.add_mutually_exclusive_group()
+    style.add_argument("--json", action="store_true", help="machine-readable output")
+    style.add_argument("--markdown", action="store_true", help="Markdown for release notes")
+    diff.set_defaults(func=_cmd_diff)
+    rel = sub.add_parser("release", help="tag zoo-v<version> after checking the zoo is clean, staged, valid and pushed")
+    rel.add_argument("version", help="semantic version, e.g. 1.2.0")
+    rel.set_defaults(func=_cmd_release)
+    gcp = sub.add_parser("gc", help="dvc gc keeping every tag, branch and the workspace")
+    gcp.add_argument("--cloud", action="store_true", help="also delete unused data from the remote")
+    gcp.add_argument("--yes", action="store_true", help="confirm the deletion")
+    gcp.set_defaults(func=_cmd_gc)
     return parser
 
 

@@ -2,8 +2,9 @@
 
 Starts the offline hub mirror and a local S3-compatible server on 127.0.0.1, builds a registry
 repository with the demo zoo's cards, stages it with `dvc repro`, pushes it to the S3 remote,
-clones the registry afresh, `dvc pull`s one model there and runs it with ONNX Runtime, then
-prints a summary table. Nothing reaches the internet.
+releases it as zoo-v1.0.0, clones the registry afresh, `dvc pull`s one model there and runs it
+with ONNX Runtime, prints a summary table, then makes a second release and shows the diff
+between the two. Nothing reaches the internet.
 """
 
 from __future__ import annotations
@@ -80,11 +81,12 @@ def main() -> int:
         t = step("dvc repro again: nothing to do")
         out = sandbox.run(["dvc", "repro"], repo, env).stdout
         done(t, "up to date" if "Running stage" not in out else "RAN STAGES")
-        t = step("commit and dvc push to the S3 remote")
+        t = step("commit, dvc push to the S3 remote, zoo release 1.0.0")
         sandbox.run(["git", "add", "-A"], repo, env)
         sandbox.run(["git", "commit", "-q", "-m", "stage the demo zoo"], repo, env)
         sandbox.run(["dvc", "push"], repo, env)
-        done(t, f"{len(s3.keys())} objects in s3://{s3.bucket}")
+        sandbox.run(["zoo", "release", "1.0.0"], repo, env)
+        done(t, f"{len(s3.keys())} objects in s3://{s3.bucket}; tagged zoo-v1.0.0")
         t = step(f"fresh clone; dvc pull registry/onnx/{PULL} (that model only)")
         clone = (WORK / "clone").resolve()
         sandbox.run(["git", "clone", "-q", str(repo), str(clone)], WORK, env)
@@ -97,6 +99,19 @@ def main() -> int:
         done(t, run_pulled(clone))
         print()
         print(summary(repo))
+        print()
+        t = step("next release: remove squeezenet, change the onnx section of params.yaml, restage, zoo release 1.1.0")
+        sandbox.run(["zoo", "remove", "squeezenet"], repo, env)
+        params = repo / "params.yaml"
+        params.write_text(params.read_text().replace("dim_default: 1", "dim_default: 2"))
+        ran = sandbox.run(["dvc", "repro"], repo, env).stdout.count("Running stage")
+        sandbox.run(["git", "add", "-A"], repo, env)
+        sandbox.run(["git", "commit", "-q", "-m", "remove squeezenet; onnx dim_default 2"], repo, env)
+        sandbox.run(["dvc", "push"], repo, env)
+        sandbox.run(["zoo", "release", "1.1.0"], repo, env)
+        done(t, f"{ran} stages rerun; tagged zoo-v1.1.0")
+        print("==> zoo diff zoo-v1.0.0 zoo-v1.1.0")
+        print(sandbox.run(["zoo", "diff", "zoo-v1.0.0", "zoo-v1.1.0"], repo, env).stdout, end="")
     return 0
 
 

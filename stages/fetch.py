@@ -149,7 +149,8 @@ class _Retryable(Exception):
         self.error = error
 
 
-def _classify_mismatch(url: str, requested: str, state: _Progress, expected: str) -> FetchError:
+def _not_the_file(url: str, requested: str, state: _Progress, expected: str | None) -> FetchError | None:
+    """Name the common ways a server answers 200 with something else: an LFS pointer, an HTML page."""
     head = state.head
     if head.startswith(LFS_POINTER_PREFIX):
         oid = re.search(rb"oid sha256:([0-9a-f]{64})", head)
@@ -164,11 +165,15 @@ def _classify_mismatch(url: str, requested: str, state: _Progress, expected: str
             url, f"served an HTML page with status 200 ({state.received} bytes), not the file",
             fix="the server answered with a login, rate-limit or error page; open the URL in a browser and fix the pin",
             requested=requested)
-    return HashMismatchError(url, expected, state.digest.hexdigest(), state.received, requested=requested)
+    return None
 
 
-def download(url: str, dest: Path, sha256: str, *, session=None, desc: str | None = None) -> int:
-    """Download `url` to `dest`, verified against `sha256`; returns the size. Atomic: all or nothing."""
+def download(url: str, dest: Path, sha256: str | None, *, session=None, desc: str | None = None) -> int:
+    """Download `url` to `dest`, verified against `sha256`; returns the size. Atomic: all or nothing.
+
+    `sha256=None` is for pinning only (`zoo pin`): the bytes are kept whatever they hash to, but an
+    LFS pointer or an HTML page is still refused, so a pin is never taken from one.
+    """
     import requests
     from tqdm.auto import tqdm
 
@@ -202,16 +207,19 @@ def download(url: str, dest: Path, sha256: str, *, session=None, desc: str | Non
                                          fix="check the network, proxy or ZOO_MIRROR", requested=requested) from None
                     log.warning("%s: %s; retrying", url, exc)
                 time.sleep(backoff * (2 ** attempt))
-        actual = state.digest.hexdigest()
-        if actual != sha256:
-            raise _classify_mismatch(url, requested, state, sha256)
+        if state.digest.hexdigest() != sha256:
+            problem = _not_the_file(url, requested, state, sha256)
+            if problem is not None:
+                raise problem
+            if sha256 is not None:
+                raise HashMismatchError(url, sha256, state.digest.hexdigest(), state.received, requested=requested)
         os.replace(state.tmp, dest)
         return state.received
     finally:
         state.tmp.unlink(missing_ok=True)
 
 
-def download_hf(repo: str, revision: str, filename: str, dest: Path, sha256: str) -> int:
+def download_hf(repo: str, revision: str, filename: str, dest: Path, sha256: str | None) -> int:
     """Fetch one file from a Hugging Face repo at a pinned commit with huggingface_hub, verified like any other."""
     import shutil
     import tempfile
@@ -242,7 +250,7 @@ def download_hf(repo: str, revision: str, filename: str, dest: Path, sha256: str
             status = getattr(exc.response, "status_code", 0) or 0
             raise _status_error(where, where, status) from None
         actual = sha256_file(path)
-        if actual != sha256:
+        if sha256 is not None and actual != sha256:
             raise HashMismatchError(where, sha256, actual, path.stat().st_size)
         tmp = temp_sibling(dest)
         try:
@@ -251,3 +259,27 @@ def download_hf(repo: str, revision: str, filename: str, dest: Path, sha256: str
         finally:
             tmp.unlink(missing_ok=True)
         return dest.stat().st_size
+
+
+def get_text(url: str, headers: dict[str, str] | None = None, limit: int = 1 << 20) -> str:
+    """A small text answer (an API call made by `zoo pin`): mirrored, timed out, retried like downloads."""
+    import requests
+
+    session = _session()
+    retries, backoff = constants.http_retries(), constants.retry_backoff()
+    for attempt in range(retries + 1):
+        try:
+            resp, requested = _open(session, url, headers or {})
+            with resp:
+                if resp.status_code >= 400:
+                    error = _status_error(url, requested, resp.status_code)
+                    if resp.status_code not in RETRY_STATUSES or attempt == retries:
+                        raise error
+                else:
+                    return resp.raw.read(limit, decode_content=True).decode("utf-8", errors="replace")
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            if attempt == retries:
+                raise FetchError(url, f"connection failed after {retries + 1} attempts: {type(exc).__name__}",
+                                 fix="check the network, proxy or ZOO_MIRROR") from None
+        time.sleep(backoff * (2 ** attempt))
+    raise AssertionError("unreachable")

@@ -64,23 +64,61 @@ def build(cards: list[Card]) -> dict[str, Any]:
     return index
 
 
+def artifacts(cards: list[Card]) -> dict[str, Any]:
+    """dvc.yaml's `artifacts:` section: every staged model, for `dvc artifacts`, GTO and DVC Studio."""
+    return {card.name: {"path": card.staged_dir.as_posix(), "type": "model", "desc": card.description,
+                        "labels": sorted({*card.tags, card.format, card.kind})}
+            for card in sorted(cards, key=lambda c: c.name)}
+
+
+def _dvc_yaml(root: Path):
+    from ruamel.yaml import YAML
+
+    yaml = YAML()  # round-trip: the hand-written pipeline keeps its comments and order
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml, yaml.load((root / "dvc.yaml").read_text(encoding="utf-8"))
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
 def render(root: Path) -> str:
     return dumps_stable(build(load_all(root)))
 
 
 def write(root: Path) -> bool:
-    """Write the index; returns whether it changed."""
-    text, path = render(root), root / INDEX
-    if path.exists() and path.read_text(encoding="utf-8") == text:
-        return False
-    write_text_atomic(path, text)
-    return True
+    """Write the index and dvc.yaml's artifacts section; returns whether either changed."""
+    import io
+
+    cards = load_all(root)
+    text, path = dumps_stable(build(cards)), root / INDEX
+    changed = not path.exists() or path.read_text(encoding="utf-8") != text
+    if changed:
+        write_text_atomic(path, text)
+    yaml, pipeline = _dvc_yaml(root)
+    wanted = artifacts(cards)
+    if _plain(pipeline.get("artifacts") or {}) != wanted:
+        if wanted:
+            pipeline["artifacts"] = wanted
+        else:
+            pipeline.pop("artifacts", None)
+        out = io.StringIO()
+        yaml.dump(pipeline, out)
+        write_text_atomic(root / "dvc.yaml", out.getvalue())
+        changed = True
+    return changed
 
 
 def check(root: Path) -> None:
+    cards = load_all(root)
     path = root / INDEX
-    if not path.exists() or path.read_text(encoding="utf-8") != render(root):
+    if not path.exists() or path.read_text(encoding="utf-8") != dumps_stable(build(cards)):
         raise IndexStaleError(f"{INDEX} does not match the cards in registry/",
+                              fix="run `zoo index` and commit the result")
+    if _plain(_dvc_yaml(root)[1].get("artifacts") or {}) != artifacts(cards):
+        raise IndexStaleError("dvc.yaml's artifacts section does not match the cards in registry/",
                               fix="run `zoo index` and commit the result")
 
 

@@ -31,6 +31,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 
 def write(tmp_path: Path, text: str, name: str = "resnet50", fmt: str = "onnx") -> Path:
+    if not (tmp_path / "dvc.yaml").exists():
+        (tmp_path / "dvc.yaml").write_text((PROJECT / "dvc.yaml").read_text().split("\nartifacts:")[0])
     path = tmp_path / "registry" / fmt / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -64,17 +66,20 @@ BAD = [
     ("missing description", GOOD.replace("description: ResNet-50 v1\n", ""), "description: missing", "add `description:`"),
     ("name differs from file", GOOD.replace("name: resnet50", "name: resnet18"),
      "name: 'resnet18' does not match the file name", "rename the file"),
+    ("missing sha256", GOOD.replace(f"  sha256: {SHA}\n", ""), "source.sha256: missing", "run `zoo pin"),
     ("malformed sha256", GOOD.replace(SHA, "abc123"), "source.sha256: 'abc123' is malformed", "64 lowercase hex"),
     ("unknown kind", GOOD.replace("kind: onnx-zoo", "kind: onnx-hub"), "source.kind: unknown kind 'onnx-hub'",
      "use one of: onnx-zoo"),
     ("unknown format", GOOD.replace("format: onnx", "format: caffe"), "format: unknown format 'caffe'", "use one of"),
-    ("moving branch", GOOD.replace(f"/raw/{COMMIT}/", "/raw/main/"), "points at a moving branch", "40-hex commit"),
+    ("moving branch", GOOD.replace(f"/raw/{COMMIT}/", "/raw/main/"), "points at a moving branch", "run `zoo pin"),
     ("http url", GOOD.replace("https://github.com", "http://github.com"), "is not an https:// URL", "ZOO_MIRROR"),
     ("short revision", GOOD.replace(f"  url: https://github.com/onnx/models/raw/{COMMIT}/resnet50-v1-7.onnx\n",
                                     "  repo: onnxmodelzoo/r\n  revision: main\n  file: r.onnx\n"),
-     "source.revision: 'main' is not a 40-hex commit", "pin the full commit id"),
+     "source.revision: 'main' is not a 40-hex commit", "run `zoo pin"),
     ("negative tolerance", GOOD.replace("atol: 1.0e-4", "atol: -1"), "validation.atol: expected a non-negative number",
      "write e.g."),
+    ("name not an artifact name", GOOD.replace("name: resnet50", "name: Res_Net50"),
+     "name: 'Res_Net50' is malformed", "as DVC artifact names"),
     ("not yaml", "name: [unclosed\n", "not valid YAML", "fix the YAML syntax"),
     ("not onnx file", GOOD.replace("resnet50-v1-7.onnx", "resnet50-v1-7.pb"), "is not an .onnx file", "point it at"),
     ("wrong folder", GOOD.replace("format: onnx", "format: keras"), "format: 'keras' but the card is in onnx/",
@@ -120,6 +125,13 @@ def test_index_is_stale_until_regenerated(tmp_path):
     assert index.write(tmp_path) is False
     data = index.read(tmp_path)
     assert data["cards"]["resnet50"]["source"]["model"]["sha256"] == SHA
+    import yaml
+
+    pipeline = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
+    assert pipeline["artifacts"] == {"resnet50": {
+        "path": "registry/onnx/resnet50", "type": "model", "desc": "ResNet-50 v1",
+        "labels": ["classification", "onnx", "onnx-zoo", "vision"]}}
+    assert "foreach: ${converters.onnx_zoo}" in (tmp_path / "dvc.yaml").read_text()  # hand-written part kept
     assert data["converters"]["onnx_zoo"] == {"resnet50": {"card": "registry/onnx/resnet50.yaml", "format": "onnx"}}
     write(tmp_path, GOOD.replace(SHA, "c" * 64))
     with pytest.raises(IndexStaleError):
@@ -140,3 +152,18 @@ def test_zoo_check_reports_bad_card_in_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("zoo: error: ") and "source.sha256" in lines[0]
+
+
+@pytest.mark.parametrize("command", ["fetch", "stage"])
+def test_bad_card_stages_nothing(tmp_path, command):
+    """The DVC stages' commands refuse a bad card in one line, before touching registry/."""
+    path = write(tmp_path, GOOD + "surprise: 1\n")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert not (tmp_path / "registry/_raw").exists()
+    proc = subprocess.run([sys.executable, "-m", "stages", "--root", str(tmp_path), command,
+                           str(path.relative_to(tmp_path))], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"zoo: error: registry/onnx/resnet50.yaml: surprise: unknown key; remove it or fix its spelling "
+        f"(known here: description, format, license, name, source, tags, validation)"]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

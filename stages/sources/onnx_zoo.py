@@ -57,7 +57,7 @@ def _file_ref(fields, hf: bool) -> FileRef:
     url = fields.url("url")
     if MOVING_REF_RE.search(url):
         raise CardError(fields.path, fields.key("url"), f"{url!r} points at a moving branch",
-                        "replace the branch with the 40-hex commit it points at")
+                        f"replace the branch with its 40-hex commit: run `zoo pin {fields.path}`")
     return FileRef(sha256=sha, url=url)
 
 

@@ -1,0 +1,88 @@
+"""Reading the registry's state at any git revision, from git alone (no checkout, no DVC, no download).
+
+Two git processes per revision, whatever the number of models: `git ls-tree` lists the registry's
+blobs and one `git cat-file --batch` reads the index and every manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stages.errors import ZooError
+
+MANIFEST_RE = re.compile(r"^registry/([a-z]+)/([a-z0-9-]+)\.manifest\.json$")
+RELEASE_TAG_RE = re.compile(r"^zoo-v(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?$")
+
+
+class GitError(ZooError):
+    exit_code = 2
+
+
+def git(repo: Path, *args: str, input: bytes | None = None) -> bytes:
+    proc = subprocess.run(["git", "-C", str(repo), *args], input=input, capture_output=True)
+    if proc.returncode != 0:
+        first = proc.stderr.decode(errors="replace").strip().splitlines()[:1]
+        raise GitError(f"`git {' '.join(args)}` failed in {repo}: {first[0] if first else proc.returncode}",
+                       fix="check the revision name (a tag such as zoo-v1.0.0, a branch or a commit)")
+    return proc.stdout
+
+
+def rev_parse(repo: Path, rev: str) -> str:
+    return git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").decode().strip()
+
+
+@dataclass
+class Snapshot:
+    """The registry at one revision: its index (cards and pins) and its manifests, by model name."""
+
+    rev: str
+    commit: str
+    index: dict[str, Any] = field(default_factory=dict)
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _cat_blobs(repo: Path, oids: list[str]) -> list[bytes]:
+    out = git(repo, "cat-file", "--batch", input="".join(f"{o}\n" for o in oids).encode())
+    blobs, pos = [], 0
+    for _ in oids:
+        header_end = out.index(b"\n", pos)
+        size = int(out[pos:header_end].split()[2])
+        start = header_end + 1
+        blobs.append(out[start:start + size])
+        pos = start + size + 1
+    return blobs
+
+
+def snapshot(repo: Path, rev: str) -> Snapshot:
+    commit = rev_parse(repo, rev)
+    listing = git(repo, "ls-tree", "-r", "-z", "--full-tree", commit, "--", "registry").split(b"\0")
+    wanted: list[tuple[str, str]] = []
+    for entry in filter(None, listing):
+        meta, path = entry.decode().split("\t", 1)
+        oid = meta.split()[2]
+        if path == "registry/index.json" or MANIFEST_RE.match(path):
+            wanted.append((path, oid))
+    snap = Snapshot(rev=rev, commit=commit)
+    for (path, _), blob in zip(wanted, _cat_blobs(repo, [oid for _, oid in wanted])):
+        data = json.loads(blob)
+        if path == "registry/index.json":
+            snap.index = data
+        else:
+            snap.manifests[MANIFEST_RE.match(path).group(2)] = data
+    return snap
+
+
+def release_tags(repo: Path) -> list[str]:
+    """`zoo-v<semver>` tags, oldest version first (pre-releases before their release)."""
+    tags = [t for t in git(repo, "tag", "--list", "zoo-v*").decode().split() if RELEASE_TAG_RE.match(t)]
+    return sorted(tags, key=semver_key)
+
+
+def semver_key(tag: str) -> tuple:
+    major, minor, patch, pre = RELEASE_TAG_RE.match(tag).groups()
+    return (int(major), int(minor), int(patch), pre is None, pre or "")

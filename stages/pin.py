@@ -1,0 +1,130 @@
+"""`zoo pin`: resolve a card's moving references into pins, written back into the card.
+
+Needs network access (or ZOO_MIRROR). A branch or tag becomes its 40-hex commit; a file without
+a sha256 is fetched through verified fetching (refusing LFS pointers and HTML pages) and hashed.
+The card is edited with ruamel's round-trip mode so its comments and key order survive.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tempfile
+from pathlib import Path
+
+from stages.card import COMMIT_RE, SHA256_RE
+from stages.errors import CardError, FetchError
+from stages.files import sha256_file, write_text_atomic
+
+GITHUB_RE = re.compile(r"^https://github\.com/([^/]+)/([^/]+)/(?:raw|blob)/([^/]+)/(.+)$")
+GITHUB_RAW_RE = re.compile(r"^https://raw\.githubusercontent\.com/([^/]+)/([^/]+)/([^/]+)/(.+)$")
+HF_URL_RE = re.compile(r"^https://huggingface\.co/([^/]+/[^/]+)/(?:resolve|blob)/([^/]+)/(.+)$")
+
+
+class Pinner:
+    """The network side of pinning; each call goes through the registry's fetching rules."""
+
+    def github_commit(self, owner: str, repo: str, ref: str) -> str:
+        from stages.fetch import get_text
+
+        url = f"https://api.github.com/repos/{owner}/{repo}/commits/{ref}"
+        sha = get_text(url, {"Accept": "application/vnd.github.sha"}).strip()
+        if not COMMIT_RE.match(sha):
+            raise FetchError(url, f"did not answer a commit id for {ref!r} (got {sha[:60]!r})",
+                             fix="check the owner, repo and ref")
+        return sha
+
+    def hf_commit(self, repo: str, revision: str) -> str:
+        from huggingface_hub import HfApi
+
+        from stages import constants
+
+        return HfApi(endpoint=constants.hf_endpoint()).model_info(repo, revision=revision).sha
+
+    def url_sha256(self, url: str) -> str:
+        from stages.fetch import download
+
+        with tempfile.TemporaryDirectory() as tmp:
+            dest = Path(tmp) / "file"
+            download(url, dest, None)
+            return sha256_file(dest)
+
+    def hf_sha256(self, repo: str, revision: str, path: str) -> str:
+        from stages.fetch import download_hf
+
+        with tempfile.TemporaryDirectory() as tmp:
+            dest = Path(tmp) / "file"
+            download_hf(repo, revision, path, dest, None)
+            return sha256_file(dest)
+
+
+def pin_url(url: str, pinner: Pinner) -> str:
+    """A URL at a moving ref, rewritten at its commit (GitHub raw URLs keep resolving LFS)."""
+    for pattern, host in ((GITHUB_RE, "github"), (GITHUB_RAW_RE, "github"), (HF_URL_RE, "hf")):
+        match = pattern.match(url)
+        if not match:
+            continue
+        if host == "github":
+            owner, repo, ref, path = match.groups()
+            commit = ref if COMMIT_RE.match(ref) else pinner.github_commit(owner, repo, ref)
+            return f"https://github.com/{owner}/{repo}/raw/{commit}/{path}"
+        repo, ref, path = match.groups()
+        commit = ref if COMMIT_RE.match(ref) else pinner.hf_commit(repo, ref)
+        return f"https://huggingface.co/{repo}/resolve/{commit}/{path}"
+    return url
+
+
+def _pin_file(node, hf: tuple[str, str] | None, pinner: Pinner, changes: list[str], where: str) -> None:
+    if hf is None:
+        url = node.get("url")
+        if not url:
+            return
+        pinned = pin_url(url, pinner)
+        if pinned != url:
+            node["url"] = pinned
+            changes.append(f"{where}.url -> {pinned}")
+            node["sha256"] = None if not SHA256_RE.match(str(node.get("sha256") or "")) else node["sha256"]
+        if not SHA256_RE.match(str(node.get("sha256") or "")):
+            node["sha256"] = pinner.url_sha256(node["url"])
+            changes.append(f"{where}.sha256 -> {node['sha256']}")
+    elif node.get("file") and not SHA256_RE.match(str(node.get("sha256") or "")):
+        node["sha256"] = pinner.hf_sha256(hf[0], hf[1], node["file"])
+        changes.append(f"{where}.sha256 -> {node['sha256']}")
+
+
+def pin_onnx_zoo(source, pinner: Pinner, changes: list[str]) -> None:
+    hf = None
+    if source.get("repo"):
+        revision = str(source.get("revision") or "main")
+        if not COMMIT_RE.match(revision):
+            source["revision"] = pinner.hf_commit(source["repo"], revision)
+            changes.append(f"source.revision {revision} -> {source['revision']}")
+        hf = (source["repo"], source["revision"])
+    _pin_file(source, hf, pinner, changes, "source")
+    if source.get("test_data"):
+        _pin_file(source["test_data"], hf, pinner, changes, "source.test_data")
+
+
+PINNERS = {"onnx-zoo": pin_onnx_zoo}
+
+
+def pin_card(root: Path, card_path: Path, pinner: Pinner | None = None) -> list[str]:
+    """Pin one card in place; returns what changed (empty when it was already fully pinned)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()  # round-trip: keeps comments, key order and quoting
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    path = root / card_path
+    data = yaml.load(path.read_text(encoding="utf-8"))
+    source = data.get("source") if hasattr(data, "get") else None
+    kind = source.get("kind") if hasattr(source, "get") else None
+    if kind not in PINNERS:
+        raise CardError(card_path, "source.kind", f"cannot pin kind {kind!r}", f"kinds zoo pin knows: {', '.join(PINNERS)}")
+    changes: list[str] = []
+    PINNERS[kind](source, pinner or Pinner(), changes)
+    if changes:
+        out = io.StringIO()
+        yaml.dump(data, out)
+        write_text_atomic(path, out.getvalue())
+    return changes

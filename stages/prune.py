@@ -1,0 +1,82 @@
+"""Removing a model from the registry: its card and everything the pipeline made for it.
+
+DVC forgets nothing on its own when a `foreach` item disappears: the lock entries, the outputs in
+the workspace and their .gitignore lines stay. `zoo remove` takes them all out, so the next
+commit's tree (what `zoo diff` and releases read) no longer has the model. Older releases keep
+it: their tags still reference its data, and `zoo gc` keeps every tag's data.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from stages.card import FORMATS, raw_dir
+from stages.errors import CardError
+from stages.files import remove, write_text_atomic
+
+
+def _drop_gitignore_line(gitignore: Path, entry: str) -> None:
+    if gitignore.exists():
+        lines = gitignore.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() != entry]
+        if kept != lines:
+            if kept:
+                write_text_atomic(gitignore, "\n".join(kept) + "\n")
+            else:
+                gitignore.unlink()
+
+
+def _drop_lock_entries(root: Path, name: str) -> list[str]:
+    from ruamel.yaml import YAML
+
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        return []
+    yaml = YAML()
+    yaml.width = 4096
+    data = yaml.load(lock.read_text(encoding="utf-8"))
+    stages = data.get("stages") or {}
+    dropped = [key for key in list(stages) if re.fullmatch(rf"[a-z0-9-]+@{re.escape(name)}", key)]
+    for key in dropped:
+        del stages[key]
+    if dropped:
+        out = io.StringIO()
+        yaml.dump(data, out)
+        write_text_atomic(lock, out.getvalue())
+    return dropped
+
+
+def remove_model(root: Path, name: str) -> list[str]:
+    """Delete a model's card, manifest, staged and raw folders, .gitignore lines and lock entries."""
+    from stages import index
+
+    removed = []
+    for fmt in FORMATS:
+        base = root / "registry" / fmt
+        for path in (base / f"{name}.yaml", base / f"{name}.manifest.json", base / name):
+            if path.exists():
+                remove(path)
+                removed.append(path.relative_to(root).as_posix())
+        _drop_gitignore_line(base / ".gitignore", f"/{name}")
+    raw = root / raw_dir(name)
+    if raw.exists():
+        remove(raw)
+        removed.append(raw.relative_to(root).as_posix())
+    _drop_gitignore_line(raw.parent / ".gitignore", f"/{name}")
+    removed += [f"dvc.lock: {key}" for key in _drop_lock_entries(root, name)]
+    if not removed:
+        raise CardError(f"registry/*/{name}.yaml", None, f"no model named {name!r}", "check `ls registry/*/`")
+    index.write(root)
+    return removed
+
+
+def orphans(root: Path, names: set[str]) -> list[str]:
+    """Manifests without a card: left behind by deleting a card by hand instead of `zoo remove`."""
+    found = []
+    for fmt in FORMATS:
+        for path in sorted((root / "registry" / fmt).glob("*.manifest.json")):
+            if path.name[: -len(".manifest.json")] not in names:
+                found.append(path.relative_to(root).as_posix())
+    return found
