@@ -20,7 +20,6 @@ NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 LICENSE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")
-TOP_LEVEL_KEYS = ("name", "format", "description", "license", "tags", "source", "validation")
 
 
 class Fields:
@@ -127,6 +126,7 @@ class Card:
     tags: tuple[str, ...]
     source: Any  # the source kind's own frozen spec (see stages.sources)
     validation: Validation = field(default_factory=Validation)
+    trust_code: bool = False  # run third-party code (hubconf.py, a .mar's model.py, remote code)
     path: Path = Path()
 
     @property
@@ -192,6 +192,7 @@ def parse_card(path: Path, data: Any) -> Card:
     tags = fields.raw("tags", required=False) or []
     if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
         raise CardError(path, "tags", f"expected a list of strings, got {tags!r}", "write `tags: [vision, classification]`")
+    trust_code = fields.boolean("trust_code")
     source = parse_source(fields.sub("source"), fmt)
     validation = Validation()
     sub = fields.sub("validation", required=False)
@@ -200,7 +201,7 @@ def parse_card(path: Path, data: Any) -> Card:
         sub.done()
     fields.done()
     return Card(name=name, format=fmt, description=description.strip(), license=license_id,
-                tags=tuple(tags), source=source, validation=validation, path=path)
+                tags=tuple(tags), source=source, validation=validation, trust_code=trust_code, path=path)
 
 
 def load_card(path: Path | str, root: Path | None = None) -> Card:

@@ -168,8 +168,12 @@ def _not_the_file(url: str, requested: str, state: _Progress, expected: str | No
     return None
 
 
-def download(url: str, dest: Path, sha256: str | None, *, session=None, desc: str | None = None) -> int:
-    """Download `url` to `dest`, verified against `sha256`; returns the size. Atomic: all or nothing.
+def download(url: str, dest: Path, sha256: str | None, *, session=None, desc: str | None = None,
+             sha256_prefix: str | None = None) -> tuple[int, str]:
+    """Download `url` to `dest`, verified against `sha256`; returns (size, sha256). Atomic: all or nothing.
+
+    `sha256_prefix` is torch.hub's weaker pin (a file name carrying the hash's first hex digits),
+    checked the same way when no full sha256 is pinned.
 
     `sha256=None` is for pinning only (`zoo pin`): the bytes are kept whatever they hash to, but an
     LFS pointer or an HTML page is still refused, so a pin is never taken from one.
@@ -213,14 +217,22 @@ def download(url: str, dest: Path, sha256: str | None, *, session=None, desc: st
                 raise problem
             if sha256 is not None:
                 raise HashMismatchError(url, sha256, state.digest.hexdigest(), state.received, requested=requested)
+        actual = state.digest.hexdigest()
+        if sha256 is None and sha256_prefix and not actual.startswith(sha256_prefix):
+            raise HashMismatchError(url, f"{sha256_prefix}...", actual, state.received, requested=requested)
         os.replace(state.tmp, dest)
-        return state.received
+        return state.received, actual
     finally:
         state.tmp.unlink(missing_ok=True)
 
 
-def download_hf(repo: str, revision: str, filename: str, dest: Path, sha256: str | None) -> int:
-    """Fetch one file from a Hugging Face repo at a pinned commit with huggingface_hub, verified like any other."""
+def download_hf(repo: str, revision: str, filename: str, dest: Path, sha256: str | None,
+                git_sha1: str | None = None) -> tuple[int, str]:
+    """Fetch one file from a Hugging Face repo at a pinned commit with huggingface_hub; returns (size, sha256).
+
+    Verified against `sha256` (LFS files: the hub publishes it) or, for small files kept in git,
+    against their git blob id `git_sha1`.
+    """
     import shutil
     import tempfile
 
@@ -252,13 +264,24 @@ def download_hf(repo: str, revision: str, filename: str, dest: Path, sha256: str
         actual = sha256_file(path)
         if sha256 is not None and actual != sha256:
             raise HashMismatchError(where, sha256, actual, path.stat().st_size)
+        if git_sha1 is not None and git_blob_sha1(path) != git_sha1:
+            raise HashMismatchError(where, f"git blob {git_sha1}", f"git blob {git_blob_sha1(path)}", path.stat().st_size)
         tmp = temp_sibling(dest)
         try:
             shutil.copyfile(path, tmp)
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
-        return dest.stat().st_size
+        return dest.stat().st_size, actual
+
+
+def git_blob_sha1(path: Path) -> str:
+    """Git's object id of a file's content (`git hash-object`): how the hub pins non-LFS files."""
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def get_text(url: str, headers: dict[str, str] | None = None, limit: int = 1 << 20) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stages.card import COMMIT_RE, SHA256_RE
 from stages.errors import CardError, FetchError
-from stages.files import sha256_file, write_text_atomic
+from stages.files import write_text_atomic
 
 GITHUB_RE = re.compile(r"^https://github\.com/([^/]+)/([^/]+)/(?:raw|blob)/([^/]+)/(.+)$")
 GITHUB_RAW_RE = re.compile(r"^https://raw\.githubusercontent\.com/([^/]+)/([^/]+)/([^/]+)/(.+)$")
@@ -45,17 +45,13 @@ class Pinner:
         from stages.fetch import download
 
         with tempfile.TemporaryDirectory() as tmp:
-            dest = Path(tmp) / "file"
-            download(url, dest, None)
-            return sha256_file(dest)
+            return download(url, Path(tmp) / "file", None)[1]
 
     def hf_sha256(self, repo: str, revision: str, path: str) -> str:
         from stages.fetch import download_hf
 
         with tempfile.TemporaryDirectory() as tmp:
-            dest = Path(tmp) / "file"
-            download_hf(repo, revision, path, dest, None)
-            return sha256_file(dest)
+            return download_hf(repo, revision, path, Path(tmp) / "file", None)[1]
 
 
 def pin_url(url: str, pinner: Pinner) -> str:

@@ -39,7 +39,12 @@ class RawFolder:
         return any(f["role"] == role for f in self.files)
 
     def file(self, role: str) -> Path:
-        entry = next(f for f in self.files if f["role"] == role)
+        return self.verified(next(f for f in self.files if f["role"] == role))
+
+    def all(self, role: str) -> list[Path]:
+        return [self.verified(f) for f in self.files if f["role"] == role]
+
+    def verified(self, entry: dict) -> Path:
         path = self.path / entry["filename"]
         if not path.is_file() or sha256_file(path) != entry["sha256"]:
             raise StagingError(f"{path}: raw file does not match its pinned sha256 {entry['sha256']}",
@@ -60,11 +65,14 @@ def fetch_card(root: Path, card_path: Path, pins: str | None = None) -> Path:
     with building_dir(dest) as tmp:
         for remote in files:
             target = tmp / remote.filename
+            target.parent.mkdir(parents=True, exist_ok=True)
             if remote.url:
-                size = download(remote.url, target, remote.sha256, desc=f"{card.name}: {remote.filename}")
+                size, sha = download(remote.url, target, remote.sha256, sha256_prefix=remote.sha256_prefix,
+                                     desc=f"{card.name}: {remote.filename}")
             else:
-                size = download_hf(remote.hf_repo, remote.hf_revision, remote.hf_path, target, remote.sha256)
-            records.append(remote.record() | {"size": size})
+                size, sha = download_hf(remote.hf_repo, remote.hf_revision, remote.hf_path, target,
+                                        remote.sha256, remote.git_sha1)
+            records.append(remote.record() | {"sha256": sha, "size": size})
             log.info("%s: fetched %s (%d bytes, sha256 ok)", card.name, remote.describe(), size)
         write_json_atomic(tmp / FETCH_RECORD, {"card": card.name, "kind": card.kind, "files": records})
     return dest

@@ -41,11 +41,19 @@ def test_mirror_url_rewrites_every_upstream_host():
 
 def test_download_verifies_and_places_atomically(url, tmp_path, mirror):
     dest = tmp_path / "out" / "model.bin"
-    assert download(url, dest, SHA) == len(PAYLOAD)
+    assert download(url, dest, SHA) == (len(PAYLOAD), SHA)
     assert dest.read_bytes() == PAYLOAD
     assert files_in(dest.parent) == ["model.bin"]
     assert any(path.endswith("/example.org/models/test_download_verifies_and_places_atomically0/model.bin")
                or "model.bin" in path for _, path, _ in mirror.requests_log)
+
+
+def test_sha256_prefix_pin_is_checked(url, tmp_path):
+    """torch.hub's convention: the file name carries a sha256 prefix; a wrong one keeps nothing."""
+    assert download(url, tmp_path / "a.bin", None, sha256_prefix=SHA[:8]) == (len(PAYLOAD), SHA)
+    with pytest.raises(HashMismatchError, match=r"pinned 00000000\.\.\., got " + SHA):
+        download(url, tmp_path / "b.bin", None, sha256_prefix="00000000")
+    assert files_in(tmp_path) == ["a.bin"]
 
 
 def test_github_lfs_redirect_is_followed_through_the_mirror(mirror, demo_fixtures, tmp_path):
@@ -176,11 +184,18 @@ def test_every_request_has_a_timeout(tmp_path, monkeypatch):
 def test_hugging_face_download_pinned_and_verified(mirror, mirror_root, tmp_path):
     commit = add_hf_repo(mirror_root, "onnxmodelzoo/fetch-test", {"model.onnx": PAYLOAD})
     dest = tmp_path / "raw" / "model.onnx"
-    assert download_hf("onnxmodelzoo/fetch-test", commit, "model.onnx", dest, SHA) == len(PAYLOAD)
+    assert download_hf("onnxmodelzoo/fetch-test", commit, "model.onnx", dest, SHA) == (len(PAYLOAD), SHA)
     assert dest.read_bytes() == PAYLOAD and files_in(dest.parent) == ["model.onnx"]
     with pytest.raises(HashMismatchError):
         download_hf("onnxmodelzoo/fetch-test", commit, "model.onnx", tmp_path / "x" / "m.onnx", "1" * 64)
     assert files_in(tmp_path / "x") == []
+    text = b"# small file in git\n"
+    readme = add_hf_repo(mirror_root, "onnxmodelzoo/fetch-test-small", {"README.md": text})
+    blob = hashlib.sha1(b"blob %d\0" % len(text) + text).hexdigest()  # what `git hash-object` prints
+    size, _ = download_hf("onnxmodelzoo/fetch-test-small", readme, "README.md", tmp_path / "z" / "R.md", None, blob)
+    assert size == len(text)
+    with pytest.raises(HashMismatchError, match="git blob"):
+        download_hf("onnxmodelzoo/fetch-test-small", readme, "README.md", tmp_path / "w" / "R.md", None, "0" * 40)
     with pytest.raises(HTTPStatusError, match=f"revision {'c' * 40} not found in onnxmodelzoo/fetch-test"):
         download_hf("onnxmodelzoo/fetch-test", "c" * 40, "model.onnx", tmp_path / "y" / "m.onnx", SHA)
     with pytest.raises(HTTPStatusError, match="'nope.onnx' not found in onnxmodelzoo/fetch-test"):

@@ -16,12 +16,14 @@ class RemoteFile:
     """One pinned upstream file: either an https URL or a file in a Hugging Face repo at a commit."""
 
     role: str
-    filename: str
-    sha256: str
+    filename: str  # name in the raw folder (may contain '/' for a repo's sub-folders)
+    sha256: str | None  # None only when another pin verifies the bytes (below)
     url: str | None = None
     hf_repo: str | None = None
     hf_revision: str | None = None
     hf_path: str | None = None
+    sha256_prefix: str | None = None  # torch.hub's convention: the file name carries a sha256 prefix
+    git_sha1: str | None = None  # a small file in a Hugging Face repo at a commit: its git blob id
 
     def describe(self) -> str:
         if self.url:
@@ -30,7 +32,7 @@ class RemoteFile:
 
     def record(self) -> dict[str, Any]:
         """What the raw folder's `_fetch.json` and the manifest say about this file."""
-        out = {"role": self.role, "filename": self.filename, "sha256": self.sha256}
+        out = {"role": self.role, "filename": self.filename}
         if self.url:
             out["url"] = self.url
         else:
@@ -51,6 +53,7 @@ class SourceKind:
 
     @classmethod
     def remote_files(cls, spec: Any) -> list[RemoteFile]:
+        """The exact files to fetch. May ask the hub which files a pinned revision holds."""
         raise NotImplementedError  # abstract: every registered kind overrides it
 
     @classmethod
