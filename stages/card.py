@@ -194,6 +194,9 @@ def parse_card(path: Path, data: Any) -> Card:
         raise CardError(path, "tags", f"expected a list of strings, got {tags!r}", "write `tags: [vision, classification]`")
     trust_code = fields.boolean("trust_code")
     source = parse_source(fields.sub("source"), fmt)
+    if getattr(type_of(source), "runs_code", False) and not trust_code:
+        raise CardError(path, "trust_code", f"kind {source.kind!r} runs third-party code and the card does not allow it",
+                        "review the code at the pinned version, then add `trust_code: true` to the card")
     validation = Validation()
     sub = fields.sub("validation", required=False)
     if sub is not None:
@@ -202,6 +205,12 @@ def parse_card(path: Path, data: Any) -> Card:
     fields.done()
     return Card(name=name, format=fmt, description=description.strip(), license=license_id,
                 tags=tuple(tags), source=source, validation=validation, trust_code=trust_code, path=path)
+
+
+def type_of(source):
+    from stages.sources import get_kind
+
+    return get_kind(source.kind)
 
 
 def load_card(path: Path | str, root: Path | None = None) -> Card:

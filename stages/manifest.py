@@ -31,14 +31,17 @@ def read_pins(pins_file: Path) -> dict[str, str]:
     return pins
 
 
-def converter_versions(pins_file: Path) -> dict[str, str]:
+def converter_versions(pins_files: list[Path]) -> dict[str, str]:
     """Installed versions of the converter's pinned packages; refuses to stage when one differs.
 
     The pins file is a DVC dependency of the stage: if the code ran with other versions than the
     file says, `dvc repro` could not tell a converter upgrade happened.
     """
     found = {}
-    for name, pinned in read_pins(pins_file).items():
+    pinned_all = {}
+    for pins_file in pins_files:
+        pinned_all.update({name: (version, pins_file) for name, version in read_pins(pins_file).items()})
+    for name, (pinned, pins_file) in sorted(pinned_all.items()):
         try:
             installed = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -41,6 +41,12 @@ class RawFolder:
     def file(self, role: str) -> Path:
         return self.verified(next(f for f in self.files if f["role"] == role))
 
+    def file_named(self, filename: str) -> Path:
+        entry = next((f for f in self.files if f["filename"] == filename), None)
+        if entry is None:
+            raise StagingError(f"{self.path}: no raw file {filename}", fix=f"refetch: `dvc repro --force fetch@{self.path.name}`")
+        return self.verified(entry)
+
     def all(self, role: str) -> list[Path]:
         return [self.verified(f) for f in self.files if f["role"] == role]
 
@@ -93,7 +99,7 @@ def stage_card(root: Path, card_path: Path) -> Path:
     index.check_card_pins(root, card)
     converter = for_kind(get_kind(card.kind).converter)
     settings = load_params(root).get(converter.params) or {}
-    versions = manifest.converter_versions(root / converter.pins)
+    versions = manifest.converter_versions([root / pins for pins in converter.pins])
     raw = RawFolder.open(root / card.raw_dir, card)
     dest = root / card.staged_dir
     with building_dir(dest) as tmp:

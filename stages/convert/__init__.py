@@ -16,14 +16,16 @@ class Converter:
     stage: str    # dvc.yaml stage (foreach block) that runs it
     module: str   # module with `stage(card, raw, out, settings) -> manifest`
     params: str   # its section of params.yaml
-    pins: str     # its pinned-versions file (a DVC dependency of the stage)
+    pins: tuple[str, ...]  # its pinned-versions files (DVC dependencies of the stage)
 
     def run(self):
         return import_module(self.module).stage
 
 
 CONVERTERS: dict[str, Converter] = {
-    "onnx_zoo": Converter("onnx_zoo", "stage-onnx-zoo", "stages.convert.onnx_zoo", "onnx", "stages/pins/onnx.txt"),
+    "onnx_zoo": Converter("onnx_zoo", "stage-onnx-zoo", "stages.convert.onnx_zoo", "onnx", ("stages/pins/onnx.txt",)),
+    "torch": Converter("torch", "stage-torch", "stages.convert.torch_export", "torch",
+                       ("stages/pins/torch.txt", "stages/pins/onnx.txt")),
 }
 
 

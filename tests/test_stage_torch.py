@@ -1,0 +1,190 @@
+"""PyTorch zoos and Hugging Face (PyTorch) staged as ONNX: every kind, its safety rules and its numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stages.card import load_card
+from stages.errors import CardError, HashMismatchError, ParityError, StagingError, UnsafeArchiveError
+from stages.files import sha256_file
+from stages.pipeline import fetch_card, stage_card
+from tests.conftest import leftovers, make_root
+
+torch_fixtures = pytest.importorskip("stages.mirror.torch_fixtures")
+GOOD = ("tv-squeezenet", "timm-test-effnet", "tiny-bert", "tiny-bert-cls", "mar-scripted", "mar-eager", "hub-tiny")
+
+
+@pytest.fixture(scope="session")
+def torch_cards(mirror_root):
+    return torch_fixtures.build_torch_mirror(mirror_root)
+
+
+def fetch_and_stage(root: Path, name: str) -> dict:
+    card = Path(f"registry/onnx/{name}.yaml")
+    fetch_card(root, card)
+    stage_card(root, card)
+    return json.loads((root / f"registry/onnx/{name}.manifest.json").read_text())
+
+
+def set_param(root: Path, key: str, value: str) -> None:
+    params = root / "params.yaml"
+    text = params.read_text()
+    head, tail = text.split("\ntorch:\n")
+    lines = [f"  {key}: {value}" if line.strip().startswith(f"{key}:") else line for line in tail.split("\n")]
+    params.write_text(head + "\ntorch:\n" + "\n".join(lines))
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_each_kind_stages_and_matches_pytorch(mirror, torch_cards, tmp_path, name):
+    root = make_root(tmp_path, {f"onnx/{name}": torch_cards[name].card})
+    manifest = fetch_and_stage(root, name)
+    validation = manifest["validation"]
+    assert validation["passed"] is True and validation["reference"].startswith("pytorch model")
+    text = name.startswith("tiny-bert")
+    assert validation["cases"] == (4 if text else 2)  # 2 batch sizes (x 2 sequence lengths for text)
+    model = manifest["model"]
+    assert model["opset"]["ai.onnx"] == 18
+    assert model["exporter"] == ("torchscript" if name == "mar-scripted" else "dynamo")
+    first = model["inputs"][0]
+    assert isinstance(first["shape"][0], str)  # a symbolic batch dim
+    if text:
+        assert isinstance(first["shape"][1], str)  # and a symbolic sequence dim
+        assert {"tokenizer.json", "vocab.txt", "config.json"} <= set(manifest["files"])
+    for rel, rec in manifest["files"].items():
+        assert sha256_file(root / f"registry/onnx/{name}" / rel) == rec["sha256"]
+    assert "torch" in manifest["converter"]["versions"] and "onnxruntime" in manifest["converter"]["versions"]
+    assert leftovers(root) == []
+
+
+def test_classifier_outputs_and_token_type_inputs(mirror, torch_cards, tmp_path):
+    root = make_root(tmp_path, {"onnx/tiny-bert-cls": torch_cards["tiny-bert-cls"].card})
+    manifest = fetch_and_stage(root, "tiny-bert-cls")
+    assert [o["name"] for o in manifest["model"]["outputs"]] == ["logits"]
+    assert [i["name"] for i in manifest["model"]["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert manifest["model"]["outputs"][0]["shape"][1] == 3
+
+
+@pytest.mark.parametrize("name", ["tv-squeezenet", "tiny-bert"])
+def test_export_is_byte_stable_across_processes(mirror, torch_cards, tmp_path, name):
+    root = make_root(tmp_path, {f"onnx/{name}": torch_cards[name].card})
+    fetch_card(root, Path(f"registry/onnx/{name}.yaml"))
+    timings = tmp_path / "timings.jsonl"
+    snapshots = []
+    for seed in ("0", "123"):
+        env = {**os.environ, "ZOO_TIMINGS": str(timings), "PYTHONHASHSEED": seed}
+        proc = subprocess.run([sys.executable, "-m", "stages", "--root", str(root), "stage", f"registry/onnx/{name}.yaml"],
+                              capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        folder = root / "registry/onnx"
+        snapshots.append({str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()})
+    assert snapshots[0] == snapshots[1]
+    runs = [json.loads(line) for line in timings.read_text().splitlines()]
+    assert all("tensorflow" not in r["heavy_modules"] and "torch" in r["heavy_modules"] for r in runs)
+
+
+def test_external_data_above_the_threshold(mirror, torch_cards, tmp_path):
+    root = make_root(tmp_path, {"onnx/tv-squeezenet": torch_cards["tv-squeezenet"].card})
+    set_param(root, "external_data_threshold_mb", "0")
+    manifest = fetch_and_stage(root, "tv-squeezenet")
+    assert sorted(manifest["files"]) == ["model.onnx", "model.onnx.data"]
+    assert manifest["files"]["model.onnx.data"]["size"] > manifest["files"]["model.onnx"]["size"]
+    assert manifest["validation"]["passed"] is True
+
+
+def test_torchvision_url_and_hash_prefix_come_from_the_weights_enum(mirror, torch_cards, mirror_root, tmp_path):
+    """Without `url:`, the enum's URL is fetched and its file name's sha256 prefix is checked."""
+    from stages.sources.torch_zoos import Torchvision
+
+    text = torch_cards["tv-squeezenet"].card
+    card_text = "\n".join(line for line in text.splitlines()
+                          if not line.strip().startswith(("url:", "sha256:"))) + "\n"
+    root = make_root(tmp_path, {"onnx/tv-squeezenet": card_text})
+    card = load_card(Path("registry/onnx/tv-squeezenet.yaml"), root)
+    (remote,) = Torchvision.remote_files(card.source)
+    assert remote.url == "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth"
+    assert remote.sha256 is None and remote.sha256_prefix == "b8a52dc0"
+    served = sorted((mirror_root / "download.pytorch.org/models").glob("squeezenet1_1-*.pth"))[0].read_bytes()
+    from stages.mirror.fixtures import publish
+
+    publish(mirror_root, remote.url, served)  # the mirror serves other bytes under the real name
+    with pytest.raises(HashMismatchError, match=r"pinned b8a52dc0\.\.\., got"):
+        fetch_card(root, card.path)
+    assert not (root / "registry/_raw/tv-squeezenet").exists() and leftovers(root) == []
+
+
+def test_torchhub_without_trust_code_is_refused(mirror, torch_cards, mirror_root, tmp_path):
+    root = make_root(tmp_path, {})
+    path = root / "registry/onnx/hub-tiny.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(torch_fixtures.hub_without_trust(mirror_root))
+    with pytest.raises(CardError, match="trust_code: kind 'torchhub' runs third-party code.*add `trust_code: true`"):
+        load_card(path.relative_to(root), root)
+
+
+def test_eager_mar_without_trust_code_is_refused(mirror, torch_cards, tmp_path):
+    text = torch_cards["mar-eager"].card.replace("trust_code: true\n", "")
+    root = make_root(tmp_path, {"onnx/mar-eager": text})
+    with pytest.raises(StagingError, match=r"staging runs third-party code \(.*model.py\).*set `trust_code: true`"):
+        fetch_and_stage(root, "mar-eager")
+    assert not (root / "registry/onnx/mar-eager").exists()
+
+
+@pytest.mark.parametrize("builder,problem", [
+    ("bad_mar_traversal", r"entry '../evil.py' would extract outside the target folder"),
+    ("bad_mar_absolute", r"entry '/tmp/evil.py' has an absolute path"),
+])
+def test_mar_with_unsafe_entries_is_refused(mirror, torch_cards, mirror_root, tmp_path, builder, problem):
+    text = getattr(torch_fixtures, builder)(mirror_root)
+    name = text.split("name: ")[1].split("\n")[0]
+    root = make_root(tmp_path, {f"onnx/{name}": text})
+    with pytest.raises(UnsafeArchiveError, match=problem):
+        fetch_and_stage(root, name)
+    assert not (root / f"registry/onnx/{name}").exists() and not list(tmp_path.rglob("evil.py"))
+
+
+def test_pickle_needing_weights_only_false_is_refused(mirror, torch_cards, mirror_root, tmp_path):
+    text = torch_fixtures.unsafe_pickle_repo(mirror_root)
+    name = text.split("name: ")[1].split("\n")[0]
+    root = make_root(tmp_path, {f"onnx/{name}": text})
+    with pytest.raises(StagingError, match="is a pickle that needs weights_only=False"):
+        fetch_and_stage(root, name)
+    assert not (root / f"registry/onnx/{name}").exists()
+
+
+def test_branch_as_revision_is_refused(tmp_path, torch_cards):
+    text = torch_cards["tiny-bert"].card
+    revision = text.split("revision: ")[1].split("\n")[0]
+    root = make_root(tmp_path, {})
+    path = root / "registry/onnx/tiny-bert.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.replace(revision, "main"))
+    with pytest.raises(CardError, match=r"source.revision: 'main' is not a 40-hex commit \(a branch such as main moves\)"):
+        load_card(path.relative_to(root), root)
+
+
+def test_wrong_export_fails_its_stage_with_the_numbers(mirror, torch_cards, mirror_root, tmp_path):
+    """Python control flow on a tensor: the TorchScript tracer bakes one branch in. The check catches it."""
+    text = torch_fixtures.branchy_hub(mirror_root)
+    name = text.split("name: ")[1].split("\n")[0]
+    root = make_root(tmp_path, {f"onnx/{name}": text})
+    set_param(root, "exporter", "torchscript")
+    with pytest.raises(ParityError) as info:
+        fetch_and_stage(root, name)
+    message = str(info.value)
+    assert "outputs differ from the reference" in message and "max abs" in message and "(atol 0.0001)" in message
+    assert not (root / f"registry/onnx/{name}").exists() and leftovers(root) == []
+
+
+def test_data_dependent_model_fails_dynamo_export_clearly(mirror, torch_cards, mirror_root, tmp_path):
+    text = torch_fixtures.branchy_hub(mirror_root)
+    name = text.split("name: ")[1].split("\n")[0]
+    root = make_root(tmp_path, {f"onnx/{name}": text})
+    with pytest.raises((StagingError, ParityError), match=r"torch.onnx.export \(dynamo, opset 18\) failed|outputs differ"):
+        fetch_and_stage(root, name)
+    assert not (root / f"registry/onnx/{name}").exists()
