@@ -155,20 +155,20 @@ def card_path(fmt: str, name: str) -> Path:
     return Path("registry") / fmt / f"{name}.yaml"
 
 
-def load_yaml(path: Path) -> Any:
+def load_yaml(path: Path, shown: Path | None = None) -> Any:
     import yaml
 
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise CardError(path, None, "no such card", "check the path (cards live at registry/<format>/<name>.yaml)") from None
+        raise CardError(shown or path, None, "no such card", "check the path (cards live at registry/<format>/<name>.yaml)") from None
     try:
         return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else None
         problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
-        raise CardError(path, where, f"not valid YAML: {problem}", "fix the YAML syntax") from None
+        raise CardError(shown or path, where, f"not valid YAML: {problem}", "fix the YAML syntax") from None
 
 
 def parse_card(path: Path, data: Any) -> Card:
@@ -216,7 +216,7 @@ def type_of(source):
 def load_card(path: Path | str, root: Path | None = None) -> Card:
     """Load a card; with `root`, `path` is relative to the registry root and stays so in `card.path`."""
     path = Path(path)
-    return parse_card(path, load_yaml(root / path if root else path))
+    return parse_card(path, load_yaml(root / path if root else path, path))
 
 
 def find_cards(root: Path) -> list[Path]:
