@@ -27,7 +27,7 @@ INDEX = Path("registry") / "index.json"
 def _strip_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _strip_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):  # JSON has no tuples: compare pins as they read back
         return [_strip_none(v) for v in value]
     return value
 

@@ -16,7 +16,7 @@ from stages.files import sha256_file
 from stages.pipeline import fetch_card, stage_card
 from tests.conftest import leftovers, make_root
 
-torch_fixtures = pytest.importorskip("stages.mirror.torch_fixtures")
+from stages.mirror import torch_fixtures
 GOOD = ("tv-squeezenet", "timm-test-effnet", "tiny-bert", "tiny-bert-cls", "mar-scripted", "mar-eager", "hub-tiny")
 
 

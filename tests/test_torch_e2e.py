@@ -10,7 +10,7 @@ import pytest
 from stages import sandbox
 
 pytestmark = pytest.mark.e2e
-torch_fixtures = pytest.importorskip("stages.mirror.torch_fixtures")
+from stages.mirror import torch_fixtures
 TORCH = ("tv-squeezenet", "timm-test-effnet", "tiny-bert", "tiny-bert-cls", "mar-scripted", "mar-eager", "hub-tiny")
 
 

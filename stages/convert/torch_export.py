@@ -40,6 +40,8 @@ def _export(built, settings: dict, card) -> tuple[Any, str]:
                 shapes = tuple({axis: dims.setdefault(dim, torch.export.Dim(dim, min=1, max=4096))
                                 for axis, dim in built.dynamic.get(name, {}).items()} or None
                                for name in built.input_names)
+                if _takes_varargs(built.module):  # forward(self, *args): one entry for the whole tuple
+                    shapes = (shapes,)
                 program = torch.onnx.export(built.module, args, dynamo=True, opset_version=int(settings["opset"]),
                                             input_names=built.input_names, output_names=built.output_names,
                                             dynamic_shapes=shapes, optimize=True, verbose=False)
@@ -52,10 +54,30 @@ def _export(built, settings: dict, card) -> tuple[Any, str]:
         except StagingError:
             raise
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            first = _summary(exc)
             raise StagingError(f"{card.path}: torch.onnx.export ({exporter}, opset {settings['opset']}) failed: "
                                f"{type(exc).__name__}: {first}",
                                fix="try the other exporter in params.yaml (torch.exporter), or fix the model") from None
+
+
+def _takes_varargs(module) -> bool:
+    import inspect
+
+    return any(p.kind is inspect.Parameter.VAR_POSITIONAL
+               for p in inspect.signature(module.forward).parameters.values())
+
+
+def _summary(exc: Exception) -> str:
+    """The informative line of an exporter error (torch.export puts it under 'Exception summary')."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "## Exception summary" in lines:
+        after = lines[lines.index("## Exception summary") + 1:]
+        if after:
+            return after[0][:400]
+    return (lines or [type(exc).__name__])[0][:400]
 
 
 def _validate(built, onnx_path: Path, settings: dict, card, onnx_settings: dict):

@@ -209,12 +209,15 @@ def build_huggingface(card, raw, settings) -> Built:
     config = json.loads(raw.file_named("config.json").read_text())
     if config.get("auto_map") and not card.trust_code:
         _require_trust(card, f"{spec.repo}'s remote code ({sorted(config['auto_map'])[0]})")
-    raw.all("repo")  # verifies every file's hash before transformers reads the folder
+    files = raw.all("repo")  # verifies every file's hash before transformers reads the folder
+    for path in files:  # our own weights_only check first: transformers' wrapping hides why a pickle failed
+        if path.suffix == ".bin":
+            load_state_dict(path, card)
     cls = getattr(transformers, HF_TASK_CLASSES[spec.task])
-    has_safetensors = any(p.suffix == ".safetensors" for p in raw.all("repo"))
+    has_safetensors = any(p.suffix == ".safetensors" for p in files)
     try:
         module = cls.from_pretrained(str(raw.path), local_files_only=True, trust_remote_code=card.trust_code,
-                                     use_safetensors=has_safetensors, torch_dtype=torch.float32).eval()
+                                     use_safetensors=has_safetensors, dtype=torch.float32).eval()
     except Exception as exc:
         text = str(exc)
         if "weights_only" in text or "Unpickl" in text:
@@ -274,7 +277,7 @@ def _hf_wrapper_class():
 
 
 def _HFWrapper(model, inputs, outputs):  # noqa: N802 - a class built lazily (torch imported on use)
-    return _hf_wrapper_class()(model, inputs, outputs)
+    return _hf_wrapper_class()(model, inputs, outputs).eval()
 
 
 def build(card, raw, settings, workdir: Path) -> Built:
