@@ -17,10 +17,12 @@ from pathlib import Path
 
 from stages import sandbox
 from stages.mirror.fixtures import build_mirror
+from stages.mirror.torch_fixtures import build_torch_mirror
 from stages.mirror.server import MirrorServer
 
 WORK = Path(".zoo-demo")
 PULL = "mnist"
+TORCH_DEMO = ("tv-squeezenet", "timm-test-effnet", "tiny-bert")  # a torchvision, a timm, a Hugging Face model
 
 
 def step(message: str) -> float:
@@ -65,8 +67,10 @@ def main() -> int:
     if WORK.exists():
         shutil.rmtree(WORK)
     WORK.mkdir()
-    t = step("building the offline hub mirror (GitHub raw + LFS media, Hugging Face) from installed packages")
+    t = step("building the offline hub mirror (GitHub raw + LFS media, PyTorch downloads, Hugging Face)")
     fixtures = build_mirror(WORK / "mirror")
+    torch_cards = build_torch_mirror(WORK / "mirror")
+    fixtures += [torch_cards[name] for name in TORCH_DEMO]
     done(t, f"{len(fixtures)} models")
     with MirrorServer(WORK / "mirror") as mirror, sandbox.S3Server() as s3:
         env = sandbox.env(mirror.url)
