@@ -164,7 +164,11 @@ def _record_timing(args, started: float) -> None:
     path = constants.timings_file()
     if path is None:
         return
-    entry = {"command": args.command, "work_s": round(time.perf_counter() - started, 6),
+    from stages.timing import PHASES
+
+    entry = {"command": args.command, "card": getattr(args, "card", None),
+             "work_s": round(time.perf_counter() - started, 6),
+             "phases": {k: round(v, 6) for k, v in PHASES.items()},
              "heavy_modules": sorted(m for m in HEAVY_MODULES if m in sys.modules)}
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry) + "\n")

@@ -101,7 +101,45 @@ def pin_onnx_zoo(source, pinner: Pinner, changes: list[str]) -> None:
         _pin_file(source["test_data"], hf, pinner, changes, "source.test_data")
 
 
-PINNERS = {"onnx-zoo": pin_onnx_zoo}
+def _missing_sha(node) -> bool:
+    return not SHA256_RE.match(str(node.get("sha256") or ""))
+
+
+def pin_hub_revision(source, pinner: Pinner, changes: list[str]) -> None:
+    """timm and huggingface cards: a branch or tag revision becomes its commit."""
+    repo = f"timm/{source.get('model')}" if source.get("kind") == "timm" else source.get("repo")
+    revision = str(source.get("revision") or "main")
+    if not COMMIT_RE.match(revision):
+        source["revision"] = pinner.hf_commit(repo, revision)
+        changes.append(f"source.revision {revision} -> {source['revision']}")
+
+
+def pin_torchhub(source, pinner: Pinner, changes: list[str]) -> None:
+    owner, name = str(source.get("repo")).split("/", 1)
+    ref = str(source.get("ref") or "main")
+    if not COMMIT_RE.match(ref):
+        source["ref"] = pinner.github_commit(owner, name, ref)
+        changes.append(f"source.ref {ref} -> {source['ref']}")
+        source["sha256"] = None
+    if _missing_sha(source):
+        source["sha256"] = pinner.url_sha256(f"https://github.com/{owner}/{name}/archive/{source['ref']}.zip")
+        changes.append(f"source.sha256 -> {source['sha256']}")
+
+
+def pin_url_file(source, pinner: Pinner, changes: list[str]) -> None:
+    """torchserve cards (and torchvision ones, whose full sha256 is optional): hash the file."""
+    url = source.get("url")
+    if url is None and source.get("kind") == "torchvision":
+        from stages.sources.torch_zoos import Torchvision, TorchvisionSpec
+
+        url = Torchvision.weights_enum(TorchvisionSpec("torchvision", source["model"], source["weights"])).url
+    if url and _missing_sha(source):
+        source["sha256"] = pinner.url_sha256(url)
+        changes.append(f"source.sha256 -> {source['sha256']}")
+
+
+PINNERS = {"onnx-zoo": pin_onnx_zoo, "timm": pin_hub_revision, "huggingface": pin_hub_revision,
+           "torchhub": pin_torchhub, "torchserve": pin_url_file, "torchvision": pin_url_file}
 
 
 def pin_card(root: Path, card_path: Path, pinner: Pinner | None = None) -> list[str]:

@@ -115,6 +115,30 @@ def per_stage_overhead(repo: Path, env, samples: int = 10) -> dict:
     return out
 
 
+TORCH_DEMO = ("tv-squeezenet", "timm-test-effnet", "tiny-bert")
+
+
+def torch_stage_timings(env, mirror_root: Path) -> dict:
+    """Export + validation time per demo PyTorch model, and the share of the stage spent elsewhere."""
+    from stages.mirror.torch_fixtures import build_torch_mirror
+
+    cards = build_torch_mirror(mirror_root)
+    repo = sandbox.new_registry(WORK / "torch", {f"onnx/{n}": cards[n].card for n in TORCH_DEMO}, env)
+    timings = WORK / "torch-timings.jsonl"
+    out = {}
+    for name in TORCH_DEMO:
+        sandbox.run([sys.executable, "-m", "stages", "fetch", f"registry/onnx/{name}.yaml"], repo, env)
+        started = time.perf_counter()
+        sandbox.run([sys.executable, "-m", "stages", "stage", f"registry/onnx/{name}.yaml"], repo,
+                    dict(env, ZOO_TIMINGS=str(timings)))
+        wall = time.perf_counter() - started
+        record = json.loads(timings.read_text().splitlines()[-1])
+        phases = record["phases"]
+        out[name] = {"wall_s": wall, **phases,
+                     "outside_export_validate": 1 - (phases["export"] + phases["validate"]) / wall}
+    return out
+
+
 def main() -> int:
     if WORK.exists():
         shutil.rmtree(WORK)
@@ -128,6 +152,8 @@ def main() -> int:
         print(f"bench: registry with {N} ONNX-zoo cards ({2 * N} stages) ...", flush=True)
         ours, repo = registry(env, WORK / "mirror")
         overhead = per_stage_overhead(repo, env)
+        print("bench: PyTorch demo models ...", flush=True)
+        torch_times = torch_stage_timings(env, WORK / "mirror")
     print()
     head = f"bare {N}"
     head2 = f"bare {2 * N}"
@@ -145,7 +171,13 @@ def main() -> int:
         print(f"zoo {command:6} wall {o['wall_s']:.3f} s = work {o['work_s']:.3f} s + overhead {o['overhead_s']:.3f} s"
               f" (process start + imports; bare python start {overhead['python_start_s']:.3f} s);"
               f" heavy modules imported: {o['heavy_modules'] or 'none'}")
-    (WORK / "results.json").write_text(json.dumps({"n": N, "bare": bare, "bare_2n": bare2, "registry": ours, "overhead": overhead}, indent=2))
+    print()
+    print(f"{'PyTorch demo model':20}{'stage wall':>11}{'build':>8}{'export':>8}{'validate':>9}{'outside export+validate':>25}")
+    for name, t in torch_times.items():
+        print(f"{name:20}{t['wall_s']:10.2f}s{t['build']:7.2f}s{t['export']:7.2f}s{t['validate']:8.2f}s"
+              f"{100 * t['outside_export_validate']:24.0f}%")
+    (WORK / "results.json").write_text(json.dumps({"n": N, "bare": bare, "bare_2n": bare2, "registry": ours,
+                                                   "overhead": overhead, "torch": torch_times}, indent=2))
     return 0
 
 

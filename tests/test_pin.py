@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,21 @@ def test_pin_refuses_to_take_a_hash_from_an_lfs_pointer(mirror, mirror_root, tmp
     with pytest.raises(NotAModelError, match="served a Git LFS pointer"):
         pin_card(root, card.relative_to(root))
     assert card.read_text() == original
+
+
+def test_pin_timm_revision_and_torchserve_hash(mirror, mirror_root, tmp_path):
+    from stages.mirror import torch_fixtures
+
+    cards = torch_fixtures.build_torch_mirror(mirror_root)
+    root = make_root(tmp_path, {})
+    folder = root / "registry/onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    timm_text = cards["timm-test-effnet"].card
+    revision = timm_text.split("revision: ")[1].split()[0]
+    (folder / "timm-test-effnet.yaml").write_text(timm_text.replace(revision, "main"))
+    mar_text = cards["mar-scripted"].card
+    sha = mar_text.split("sha256: ")[1].split()[0]
+    (folder / "mar-scripted.yaml").write_text(mar_text.replace(f"sha256: {sha}", "sha256: null"))
+    assert pin_card(root, Path("registry/onnx/timm-test-effnet.yaml")) == [f"source.revision main -> {revision}"]
+    assert pin_card(root, Path("registry/onnx/mar-scripted.yaml")) == [f"source.sha256 -> {sha}"]
+    assert load_card(Path("registry/onnx/mar-scripted.yaml"), root).source.sha256 == sha

@@ -113,20 +113,25 @@ def stage(card, raw, out: Path, settings: dict, versions: dict) -> dict:
     from stages import onnxrt
     from stages.convert import onnx_normalize
     from stages.convert.torch_models import build
+    from stages.timing import phase
 
     torch.manual_seed(int(settings.get("seed", 0)))
     torch.set_num_threads(int(settings.get("threads", 1)))
     with tempfile.TemporaryDirectory(prefix="zoo-torch-") as work:
-        built = build(card, raw, settings, Path(work))
-        proto, exporter = _export(built, settings, card)
-        threshold = int(float(settings["external_data_threshold_mb"]) * 1024 * 1024)
-        onnx_normalize.save_stable(onnx_normalize.normalize(proto), out / "model.onnx", threshold)
-        try:
-            onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-            raise StagingError(f"{card.path}: the exported model fails onnx.checker: {str(exc).splitlines()[0][:300]}",
-                               fix="an exporter bug: try the other exporter (params.yaml torch.exporter)") from None
-        validation = _validate(built, out / "model.onnx", settings, card, {"threads": 1})
+        with phase("build"):
+            built = build(card, raw, settings, Path(work))
+        with phase("export"):
+            proto, exporter = _export(built, settings, card)
+            threshold = int(float(settings["external_data_threshold_mb"]) * 1024 * 1024)
+            onnx_normalize.save_stable(onnx_normalize.normalize(proto), out / "model.onnx", threshold)
+        with phase("validate"):
+            try:
+                onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
+            except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+                raise StagingError(f"{card.path}: the exported model fails onnx.checker: "
+                                   f"{str(exc).splitlines()[0][:300]}",
+                                   fix="an exporter bug: try the other exporter (params.yaml torch.exporter)") from None
+            validation = _validate(built, out / "model.onnx", settings, card, {"threads": 1})
         for name, path in sorted(built.side_files.items()):
             shutil.copyfile(path, out / name)
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)
