@@ -7,6 +7,7 @@ shared (stages.fetch): an ecosystem module never opens a socket of its own.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -40,7 +41,7 @@ class RemoteFile:
         return out
 
 
-class SourceKind:
+class SourceKind(ABC):
     """Base class of a card's `source.kind`; subclasses register with @stages.sources.register."""
 
     kind: ClassVar[str]
@@ -48,13 +49,14 @@ class SourceKind:
     formats: ClassVar[tuple[str, ...]]  # formats a card of this kind may declare
 
     @classmethod
-    def parse(cls, fields, fmt: str) -> Any:  # -> the kind's frozen spec
-        raise NotImplementedError  # abstract: every registered kind overrides it
+    @abstractmethod
+    def parse(cls, fields, fmt: str) -> Any:
+        """The kind's frozen spec from the card's `source:` fields (pins only, no network)."""
 
     @classmethod
+    @abstractmethod
     def remote_files(cls, spec: Any) -> list[RemoteFile]:
         """The exact files to fetch. May ask the hub which files a pinned revision holds."""
-        raise NotImplementedError  # abstract: every registered kind overrides it
 
     @classmethod
     def pins(cls, spec: Any) -> dict[str, Any]:
