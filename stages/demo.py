@@ -38,7 +38,9 @@ def summary(repo: Path) -> str:
     rows = [("model", "kind", "files", "bytes", "opset", "inputs", "reference", "max abs err", "ok")]
     for path in sorted((repo / "registry").glob("*/*.manifest.json")):
         m = json.loads(path.read_text())
-        inputs = "; ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in m["model"]["inputs"])
+        first = m["model"]["inputs"][0]
+        more = len(m["model"]["inputs"]) - 1
+        inputs = f"{first['name']} {first['dtype']}[{','.join(map(str, first['shape']))}]" + (f" +{more}" if more else "")
         rows.append((m["name"], m["source"]["kind"], str(len(m["files"])),
                      str(sum(f["size"] for f in m["files"].values())),
                      ",".join(f"{d}:{v}" for d, v in m["model"]["opset"].items()), inputs,
