@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,8 +169,23 @@ def _not_the_file(url: str, requested: str, state: _Progress, expected: str | No
     return None
 
 
+def _restore_partial(tmp: Path) -> _Progress:
+    """Pick up the bytes an interrupted earlier run left, so the next request asks only for the rest."""
+    state = _Progress(tmp=tmp, digest=hashlib.sha256())
+    if tmp.exists():
+        with open(tmp, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                if len(state.head) < 512:
+                    state.head += chunk[: 512 - len(state.head)]
+                state.digest.update(chunk)
+                state.received += len(chunk)
+    else:
+        tmp.write_bytes(b"")
+    return state
+
+
 def download(url: str, dest: Path, sha256: str | None, *, session=None, desc: str | None = None,
-             sha256_prefix: str | None = None) -> tuple[int, str]:
+             sha256_prefix: str | None = None, partial_dir: Path | None = None) -> tuple[int, str]:
     """Download `url` to `dest`, verified against `sha256`; returns (size, sha256). Atomic: all or nothing.
 
     `sha256_prefix` is torch.hub's weaker pin (a file name carrying the hash's first hex digits),
@@ -177,16 +193,26 @@ def download(url: str, dest: Path, sha256: str | None, *, session=None, desc: st
 
     `sha256=None` is for pinning only (`zoo pin`): the bytes are kept whatever they hash to, but an
     LFS pointer or an HTML page is still refused, so a pin is never taken from one.
+
+    With `partial_dir` (the fetch stages pass `.dvc/tmp/zoo-partial`, which DVC does not clear), the
+    bytes of a download cut short by the network are kept there under the pinned sha256, and the
+    next run resumes them with a Range request: a half-downloaded 400 MB model is not started over.
     """
     import requests
     from tqdm.auto import tqdm
 
     session = session or _session()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    state = _Progress(tmp=temp_sibling(dest), digest=hashlib.sha256())
-    state.tmp.write_bytes(b"")
+    resumable = partial_dir is not None and sha256 is not None
+    if resumable:
+        partial_dir.mkdir(parents=True, exist_ok=True)
+        state = _restore_partial(partial_dir / f"{sha256}.part")
+    else:
+        state = _Progress(tmp=temp_sibling(dest), digest=hashlib.sha256())
+        state.tmp.write_bytes(b"")
     retries, backoff = constants.http_retries(), constants.retry_backoff()
     requested = mirror_url(url)
+    keep_partial = False
     try:
         with tqdm(desc=desc or dest.name, unit="B", unit_scale=True, unit_divisor=1024,
                   disable=constants.progress(), leave=False) as bar:
@@ -201,6 +227,7 @@ def download(url: str, dest: Path, sha256: str | None, *, session=None, desc: st
                 except (requests.ConnectionError, requests.Timeout,
                         requests.exceptions.ChunkedEncodingError) as exc:
                     if attempt == retries:
+                        keep_partial = resumable and state.received > 0
                         if state.total is not None and state.received < state.total:
                             raise TruncatedError(
                                 url, f"body ended at {state.received} of {state.total} bytes after "
@@ -220,10 +247,13 @@ def download(url: str, dest: Path, sha256: str | None, *, session=None, desc: st
         actual = state.digest.hexdigest()
         if sha256 is None and sha256_prefix and not actual.startswith(sha256_prefix):
             raise HashMismatchError(url, f"{sha256_prefix}...", actual, state.received, requested=requested)
-        os.replace(state.tmp, dest)
+        tmp = temp_sibling(dest)
+        shutil.move(state.tmp, tmp)  # a partial may live on another file system: move, then rename
+        os.replace(tmp, dest)
         return state.received, actual
     finally:
-        state.tmp.unlink(missing_ok=True)
+        if not keep_partial:
+            state.tmp.unlink(missing_ok=True)
 
 
 def download_hf(repo: str, revision: str, filename: str, dest: Path, sha256: str | None,

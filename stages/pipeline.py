@@ -67,6 +67,7 @@ def fetch_card(root: Path, card_path: Path, pins: str | None = None) -> Path:
     index.check_card_pins(root, card, pins)
     files = get_kind(card.kind).remote_files(card.source)
     dest = root / card.raw_dir
+    partial = root / ".dvc" / "tmp" / "zoo-partial" if (root / ".dvc").is_dir() else None
     records = []
     with building_dir(dest) as tmp:
         for remote in files:
@@ -74,7 +75,7 @@ def fetch_card(root: Path, card_path: Path, pins: str | None = None) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             if remote.url:
                 size, sha = download(remote.url, target, remote.sha256, sha256_prefix=remote.sha256_prefix,
-                                     desc=f"{card.name}: {remote.filename}")
+                                     desc=f"{card.name}: {remote.filename}", partial_dir=partial)
             else:
                 size, sha = download_hf(remote.hf_repo, remote.hf_revision, remote.hf_path, target,
                                         remote.sha256, remote.git_sha1)

@@ -138,6 +138,34 @@ def test_interrupted_body_restarts_when_range_is_not_supported(url, mirror, tmp_
     assert (tmp_path / "m.bin").read_bytes() == PAYLOAD
 
 
+def test_download_cut_short_resumes_in_the_next_run(url, mirror, tmp_path, monkeypatch):
+    """The network gives up mid-file: the bytes are kept under the pin, and the next run asks only for the rest."""
+    monkeypatch.setenv("ZOO_HTTP_RETRIES", "0")
+    path = "/" + url[len("https://"):]
+    partial = tmp_path / "partial"
+    mirror.fault(path, drop_after=400_000, drop_times=1)
+    with pytest.raises(TruncatedError):
+        download(url, tmp_path / "out" / "m.bin", SHA, partial_dir=partial)
+    kept = (partial / f"{SHA}.part").stat().st_size
+    assert 0 < kept <= 400_000 and not (tmp_path / "out" / "m.bin").exists()
+    download(url, tmp_path / "out" / "m.bin", SHA, partial_dir=partial)
+    assert (tmp_path / "out" / "m.bin").read_bytes() == PAYLOAD
+    ranges = [r for _, p, r in mirror.requests_log if p == path]
+    assert ranges[-1] == f"bytes={kept}-"  # the second run resumed where the first stopped
+    assert list(partial.iterdir()) == [] and files_in(tmp_path / "out") == ["m.bin"]
+
+
+def test_stale_partial_that_hashes_wrong_is_discarded(url, tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / f"{SHA}.part").write_bytes(b"garbage from another file" * 100)
+    with pytest.raises(HashMismatchError):
+        download(url, tmp_path / "m.bin", SHA, partial_dir=partial)
+    assert list(partial.iterdir()) == []  # not kept: the next run starts clean
+    download(url, tmp_path / "m.bin", SHA, partial_dir=partial)
+    assert (tmp_path / "m.bin").read_bytes() == PAYLOAD
+
+
 def test_body_that_always_breaks_is_truncated_error(url, mirror, tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_HTTP_RETRIES", "1")
     path = "/" + url[len("https://"):]
