@@ -99,7 +99,10 @@ def stage_card(root: Path, card_path: Path) -> Path:
     card = load_card(card_path, root)
     index.check_card_pins(root, card)
     converter = for_kind(get_kind(card.kind).converter)
-    settings = load_params(root).get(converter.params) or {}
+    settings = load_params(root).get(converter.params)
+    if not isinstance(settings, dict):
+        raise StagingError(f"params.yaml has no `{converter.params}:` section (the {converter.name} converter's settings)",
+                           fix="restore that section from the repository's params.yaml")
     versions = manifest.converter_versions([root / pins for pins in converter.pins])
     raw = RawFolder.open(root / card.raw_dir, card)
     dest = root / card.staged_dir

@@ -202,3 +202,13 @@ def test_staging_is_byte_stable_across_processes(mirror, demo_fixtures, tmp_path
     assert "registry/onnx/mnist.manifest.json" in snapshots[0]
     runs = [json.loads(line) for line in timings.read_text().splitlines()]
     assert len(runs) == 2 and all(r["heavy_modules"] == [] for r in runs)
+
+
+def test_missing_params_section_is_a_clear_error(mirror, demo_fixtures, tmp_path):
+    root = make_root(tmp_path, {"onnx/mnist": demo_fixtures["mnist"].card})
+    params = root / "params.yaml"
+    params.write_text(params.read_text().replace("\nonnx:\n", "\nonnx_renamed:\n"))
+    fetch_card(root, __import__("pathlib").Path("registry/onnx/mnist.yaml"))
+    with pytest.raises(StagingError, match=r"params.yaml has no `onnx:` section"):
+        stage_card(root, __import__("pathlib").Path("registry/onnx/mnist.yaml"))
+    assert not (root / "registry/onnx/mnist").exists()
