@@ -84,10 +84,6 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def render(root: Path) -> str:
-    return dumps_stable(build(load_all(root)))
-
-
 def write(root: Path) -> bool:
     """Write the index and dvc.yaml's artifacts section; returns whether either changed."""
     import io

@@ -107,7 +107,7 @@ def stage_card(root: Path, card_path: Path) -> Path:
     raw = RawFolder.open(root / card.raw_dir, card)
     dest = root / card.staged_dir
     with building_dir(dest) as tmp:
-        sections = converter.run()(card, raw, tmp, settings, versions)
+        sections = converter.run()(card, raw, tmp, settings)
         files = manifest.file_records(tmp)
     data = manifest.build(card, files=files, source_files=list(raw.files), model=sections["model"],
                           converter=manifest.converter_record(converter, versions, settings),

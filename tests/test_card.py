@@ -164,6 +164,6 @@ def test_bad_card_stages_nothing(tmp_path, command):
                            str(path.relative_to(tmp_path))], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"zoo: error: registry/onnx/resnet50.yaml: surprise: unknown key; remove it or fix its spelling "
-        f"(known here: description, format, license, name, source, tags, trust_code, validation)"]
+        "zoo: error: registry/onnx/resnet50.yaml: surprise: unknown key; remove it or fix its spelling "
+        "(known here: description, format, license, name, source, tags, trust_code, validation)"]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -12,7 +12,7 @@ import pytest
 
 from stages.errors import FetchError, HashMismatchError, HTTPStatusError, NotAModelError, TruncatedError
 from stages.fetch import download, download_hf, mirror_url
-from stages.mirror.fixtures import GITHUB_RAW, RAW_LFS, lfs_pointer, publish
+from stages.mirror.fixtures import GITHUB_RAW, RAW_LFS, publish
 from stages.mirror.server import add_hf_repo
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, several chunks

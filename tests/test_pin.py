@@ -13,7 +13,7 @@ from stages.mirror import fixtures
 from stages.pin import pin_card
 from tests.conftest import make_root
 
-MOVING = f"""# A card as a person writes it first: branch names, no hashes yet.
+MOVING = """# A card as a person writes it first: branch names, no hashes yet.
 name: mnist
 format: onnx
 description: MNIST   # keep this comment

@@ -7,7 +7,6 @@ params.yaml and remove a model; release v1.1.0; then diff, gc, and consume v1.0.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np

@@ -10,7 +10,7 @@ import tarfile
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from tests.conftest import leftovers, make_root
 from stages.errors import IndexStaleError, ParityError, StagingError, UnsafeArchiveError, VersionMismatchError

@@ -14,7 +14,7 @@ from importlib import import_module
 class Converter:
     name: str     # key under `converters` in registry/index.json
     stage: str    # dvc.yaml stage (foreach block) that runs it
-    module: str   # module with `stage(card, raw, out, settings) -> manifest`
+    module: str   # module with `stage(card, raw, out, settings) -> {"model": ..., "validation": ...}`
     params: str   # its section of params.yaml
     pins: tuple[str, ...]  # its pinned-versions files (DVC dependencies of the stage)
 

@@ -70,7 +70,7 @@ def _reference_cases(out: Path, inputs, sess, comparison, card) -> int:
     return len(sets)
 
 
-def stage(card, raw, out: Path, settings: dict, versions: dict) -> dict:
+def stage(card, raw, out: Path, settings: dict) -> dict:
     """Stage into `out` (a fresh temp folder) and return the manifest's model/validation sections."""
     from stages import onnxrt
     from stages.archives import extract_matching

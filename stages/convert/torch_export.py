@@ -99,14 +99,19 @@ def _validate(built, onnx_path: Path, settings: dict, card, onnx_settings: dict)
             expected = built.module(*(torch.from_numpy(feeds[n]) for n in built.input_names))
         expected = expected if isinstance(expected, (tuple, list)) else (expected,)
         actual = onnxrt.run(sess, feeds, f"{card.path}: {label}")
-        for name, ref in zip(built.output_names, expected):
+        if len(expected) != len(built.output_names) or set(actual) != set(built.output_names):
+            comparison.failures.append({"output": "*", "case": label, "problem": (
+                f"PyTorch returns {len(expected)} outputs, the ONNX model {sorted(actual)}, "
+                f"expected {built.output_names}")})
+            continue
+        for name, ref in zip(built.output_names, expected, strict=True):
             comparison.compare(label, name, actual[name], np.asarray(ref.detach().numpy()))
         comparison.cases += 1
     comparison.raise_if_failed(card.name)
     return comparison.record("pytorch model, deterministic inputs")
 
 
-def stage(card, raw, out: Path, settings: dict, versions: dict) -> dict:
+def stage(card, raw, out: Path, settings: dict) -> dict:
     import onnx
     import torch
 
