@@ -10,7 +10,8 @@ PIPQUIET := { grep -v "is ignored: it is neither" || true; }
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
-PINS   := stages/pins/core.txt stages/pins/onnx.txt stages/pins/torch.txt stages/pins/test.txt
+PINS   := stages/pins/core.txt stages/pins/onnx.txt stages/pins/torch.txt stages/pins/transformers.txt \
+          stages/pins/tensorflow.txt stages/pins/tf2onnx.txt stages/pins/test.txt
 STAMP  := $(VENV)/.installed
 
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -26,6 +27,7 @@ $(STAMP): $(PINS) pyproject.toml
 	$(BIN)/python -m pip install -q $(addprefix -r ,$(PINS)) 2>&1 | $(PIPQUIET)
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | $(PIPQUIET)
 	$(BIN)/python -c "import stages, dvc, dvc_s3, onnx, onnxruntime, moto, huggingface_hub, torch, torchvision, timm, transformers, onnxscript"
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -c "import tensorflow, keras, tf_keras, tf2onnx, h5py"
 	@touch $@
 
 check: venv

@@ -1,4 +1,4 @@
-"""Safe reading of upstream archives (the ONNX zoo's .tar.gz; later .mar zips and TF Hub tarballs).
+"""Safe reading of upstream archives (the ONNX zoo's .tar.gz, TF Hub's compressed SavedModels).
 
 An archive is untrusted input. Every entry is checked before anything is read: absolute paths,
 `..` components, links and device files are refused with the entry's name, and only the entries
@@ -11,6 +11,7 @@ import posixpath
 import re
 import shutil
 import tarfile
+import zlib
 from pathlib import Path
 
 from stages.errors import StagingError, UnsafeArchiveError
@@ -58,7 +59,11 @@ def extract_matching(archive: Path, pattern: re.Pattern, dest: Path, strip_to: r
     """
     written: list[str] = []
     with open_tar(archive) as tar:
-        members = tar.getmembers()
+        try:
+            members = tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise StagingError(f"{archive}: the archive is truncated or damaged ({exc})",
+                               fix="refetch it (`dvc repro --force fetch@<name>`); if it persists the upstream file is bad") from None
         for member in members:
             _check_tar_member(archive, member)
         for member in members:

@@ -128,6 +128,7 @@ class Card:
     validation: Validation = field(default_factory=Validation)
     trust_code: bool = False  # run third-party code (hubconf.py, a .mar's model.py, remote code)
     path: Path = Path()
+    targets: tuple[str, ...] = ()  # formats staged besides `format` (e.g. onnx for a TensorFlow card)
 
     @property
     def kind(self) -> str:
@@ -144,6 +145,16 @@ class Card:
     @property
     def raw_dir(self) -> Path:
         return raw_dir(self.name)
+
+    def target_dir(self, fmt: str) -> Path:
+        return Path("registry") / fmt / self.name
+
+    def target_manifest(self, fmt: str) -> Path:
+        return Path("registry") / fmt / f"{self.name}.manifest.json"
+
+    def target_artifact(self, fmt: str) -> str:
+        """The DVC artifact name of a staged format: the card's name, or `<name>-<format>` for a target."""
+        return self.name if fmt == self.format else f"{self.name}-{fmt}"
 
 
 def raw_dir(name: str) -> Path:
@@ -197,6 +208,7 @@ def parse_card(path: Path, data: Any) -> Card:
     if getattr(type_of(source), "runs_code", False) and not trust_code:
         raise CardError(path, "trust_code", f"kind {source.kind!r} runs third-party code and the card does not allow it",
                         "review the code at the pinned version, then add `trust_code: true` to the card")
+    targets = _targets(path, fields, fmt, type_of(source))
     validation = Validation()
     sub = fields.sub("validation", required=False)
     if sub is not None:
@@ -204,7 +216,33 @@ def parse_card(path: Path, data: Any) -> Card:
         sub.done()
     fields.done()
     return Card(name=name, format=fmt, description=description.strip(), license=license_id,
-                tags=tuple(tags), source=source, validation=validation, trust_code=trust_code, path=path)
+                tags=tuple(tags), source=source, validation=validation, trust_code=trust_code, path=path,
+                targets=targets)
+
+
+def _targets(path: Path, fields: Fields, fmt: str, kind) -> tuple[str, ...]:
+    """`targets: [tensorflow, onnx]`: the card's own format plus formats its kind can also stage."""
+    value = fields.raw("targets", required=False)
+    if value is None:
+        return ()
+    allowed = tuple(getattr(kind, "extra_targets", ()))
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value) or len(set(value)) != len(value):
+        raise CardError(path, "targets", f"expected a list of distinct formats, got {value!r}",
+                        f"write e.g. `targets: [{fmt}{', ' + allowed[0] if allowed else ''}]`")
+    if fmt not in value:
+        raise CardError(path, "targets", f"{value!r} leaves out the card's own format {fmt!r}",
+                        f"write `targets: [{fmt}, ...]`")
+    extra = [t for t in value if t != fmt]
+    bad = [t for t in extra if t not in allowed]
+    if bad:
+        raise CardError(path, "targets", f"kind {kind.kind!r} cannot also stage {bad[0]!r}",
+                        f"targets besides {fmt!r} for this kind: {', '.join(allowed) or 'none'}")
+    name = path.stem
+    too_long = [t for t in extra if len(f"{name}-{t}") > 64]
+    if too_long:
+        raise CardError(path, "name", f"{name!r} is too long for the artifact name {name}-{too_long[0]}",
+                        "shorten the name so `<name>-<target>` has at most 64 characters")
+    return tuple(sorted(extra))
 
 
 def type_of(source):

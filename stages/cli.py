@@ -41,17 +41,18 @@ def _check_dvc_yaml(root: Path, cards) -> None:
     """Every converter a card uses must have its foreach block in dvc.yaml."""
     import yaml
 
-    from stages.convert import for_kind
+    from stages.convert import for_card
     from stages.errors import IndexStaleError
-    from stages.sources import get_kind
 
     stages = (yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages", {})
     for card in cards:
-        converter = for_kind(get_kind(card.kind).converter)
-        block = stages.get(converter.stage) or {}
-        if block.get("foreach") != f"${{converters.{converter.name}}}":
-            raise IndexStaleError(f"dvc.yaml has no `{converter.stage}` block iterating ${{converters.{converter.name}}}"
-                                  f" (needed by {card.path})", fix="restore the block from the README's pipeline section")
+        for target in (card.format, *card.targets):
+            converter = for_card(card, target)
+            block = stages.get(converter.stage) or {}
+            if block.get("foreach") != f"${{converters.{converter.name}}}":
+                raise IndexStaleError(f"dvc.yaml has no `{converter.stage}` block iterating "
+                                      f"${{converters.{converter.name}}} (needed by {card.path})",
+                                      fix="restore the block from the README's pipeline section")
 
 
 def _cmd_index(args) -> int:
@@ -70,9 +71,21 @@ def _cmd_fetch(args) -> int:
 
 
 def _cmd_stage(args) -> int:
+    import os
+
+    from stages.card import load_card
+    from stages.convert import for_card
     from stages.pipeline import stage_card
 
-    print(stage_card(args.root, Path(args.card)).relative_to(args.root).as_posix())
+    card = load_card(Path(args.card), args.root)
+    # transformers imports every framework it finds installed, unless told not to: a stage builds
+    # with one framework only, and importing the other costs seconds (this process stages one card)
+    if for_card(card, args.target).name == "torch":
+        os.environ.setdefault("USE_TF", "0")
+    elif not getattr(card.source, "from_pytorch", None):
+        os.environ.setdefault("USE_TORCH", "0")
+
+    print(stage_card(args.root, Path(args.card), args.target).relative_to(args.root).as_posix())
     return 0
 
 
@@ -136,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=_cmd_fetch)
     stage = sub.add_parser("stage", help="stage a card from its raw files, validate it, write its manifest (a DVC stage)")
     stage.add_argument("card", help="registry/<format>/<name>.yaml")
+    stage.add_argument("--target", help="stage one of the card's `targets:` (e.g. onnx) instead of its own format")
     stage.set_defaults(func=_cmd_stage)
     pin = sub.add_parser("pin", help="resolve branches/tags to commits and missing sha256s, written into the cards")
     pin.add_argument("cards", nargs="+", help="registry/<format>/<name>.yaml ...")

@@ -23,6 +23,7 @@ from stages.mirror.server import MirrorServer
 WORK = Path(".zoo-demo")
 PULL = "mnist"
 TORCH_DEMO = ("tv-squeezenet", "timm-test-effnet", "tiny-bert")  # a torchvision, a timm, a Hugging Face model
+TF_DEMO = ("tfhub-tiny-classifier", "keras-mobilenet-v2")  # a TF Hub SavedModel, a Keras application (+ ONNX)
 
 
 def step(message: str) -> float:
@@ -41,9 +42,10 @@ def summary(repo: Path) -> str:
         first = m["model"]["inputs"][0]
         more = len(m["model"]["inputs"]) - 1
         inputs = f"{first['name']} {first['dtype']}[{','.join(map(str, first['shape']))}]" + (f" +{more}" if more else "")
-        rows.append((m["name"], m["source"]["kind"], str(len(m["files"])),
+        opset = m["model"].get("opset")
+        rows.append((f"{m['format']}/{m['name']}", m["source"]["kind"], str(len(m["files"])),
                      str(sum(f["size"] for f in m["files"].values())),
-                     ",".join(f"{d}:{v}" for d, v in m["model"]["opset"].items()), inputs,
+                     ",".join(f"{d}:{v}" for d, v in opset.items()) if opset else f"tf {m['model']['tensorflow']}", inputs,
                      m["validation"]["reference"].split(" ")[0], "-" if m["validation"]["max_abs_error"] is None else f"{m['validation']['max_abs_error']:.3g}",
                      "yes" if m["validation"]["passed"] else "NO"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -69,16 +71,21 @@ def main() -> int:
     if WORK.exists():
         shutil.rmtree(WORK)
     WORK.mkdir()
-    t = step("building the offline hub mirror (GitHub raw + LFS media, PyTorch downloads, Hugging Face)")
-    fixtures = build_mirror(WORK / "mirror")
+    t = step("building the offline hub mirror (GitHub raw + LFS media, PyTorch downloads, Hugging Face, "
+             "TF Hub, Keras applications)")
+    from stages.mirror.tf_fixtures import build_tf_mirror
+
+    fixtures = [(f"onnx/{f.name}", f.card) for f in build_mirror(WORK / "mirror")]
     torch_cards = build_torch_mirror(WORK / "mirror")
-    fixtures += [torch_cards[name] for name in TORCH_DEMO]
+    fixtures += [(f"onnx/{name}", torch_cards[name].card) for name in TORCH_DEMO]
+    tf_cards = build_tf_mirror(WORK / "mirror")
+    fixtures += [(f"{'keras' if 'keras' in name else 'tensorflow'}/{name}", tf_cards[name].card) for name in TF_DEMO]
     done(t, f"{len(fixtures)} models")
     with MirrorServer(WORK / "mirror") as mirror, sandbox.S3Server() as s3:
         env = sandbox.env(mirror.url)
         print(f"    mirror {mirror.url}  (ZOO_MIRROR)   S3 remote {s3.endpoint}  (bucket {s3.bucket})")
         t = step("creating the registry repository with the demo cards")
-        repo = sandbox.new_registry((WORK / "registry").resolve(), {f"onnx/{f.name}": f.card for f in fixtures}, env, s3)
+        repo = sandbox.new_registry((WORK / "registry").resolve(), dict(fixtures), env, s3)
         sandbox.run(["zoo", "check"], repo, env)
         done(t, str(repo))
         t = step("dvc repro: fetch (verified) and stage (checked, run, compared) every card")

@@ -69,14 +69,22 @@ def _session():
     return session
 
 
-def _open(session, url: str, headers: dict[str, str]):
-    """GET with redirects followed by hand, each hop mirrored; returns (response, final_url)."""
-    current = mirror_url(url)
+def _open(session, url: str, headers: dict[str, str], hops: list[str] | None = None):
+    """GET with redirects followed by hand, each hop mirrored; returns (response, final_url).
+
+    `hops` receives each upstream Location followed (absolute, before mirroring).
+    """
+    current, upstream = mirror_url(url), url
+    if hops is not None:
+        hops.clear()
     for _ in range(MAX_REDIRECTS + 1):
         resp = session.get(current, headers=headers, stream=True, allow_redirects=False,
                            timeout=constants.http_timeout())
         if resp.status_code in (301, 302, 303, 307, 308) and "Location" in resp.headers:
             resp.close()
+            upstream = urljoin(upstream, resp.headers["Location"])
+            if hops is not None:
+                hops.append(upstream)
             current = mirror_url(urljoin(current, resp.headers["Location"]))
             continue
         return resp, current
@@ -110,7 +118,7 @@ def _read_into(resp, state: _Progress, bar) -> None:
             bar.update(len(chunk))
 
 
-def _attempt(session, url: str, state: _Progress, bar) -> None:
+def _attempt(session, url: str, state: _Progress, bar, hops: list[str] | None = None) -> None:
     """One request: fresh, or a Range resume when we already hold part of the body."""
     import requests
 
@@ -119,7 +127,7 @@ def _attempt(session, url: str, state: _Progress, bar) -> None:
         headers["Range"] = f"bytes={state.received}-"
         if state.etag:
             headers["If-Range"] = state.etag
-    resp, requested = _open(session, url, headers)
+    resp, requested = _open(session, url, headers, hops)
     with resp:
         status = resp.status_code
         if status == 416 and state.received:
@@ -169,6 +177,14 @@ def _not_the_file(url: str, requested: str, state: _Progress, expected: str | No
     return None
 
 
+def _md5_file(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _restore_partial(tmp: Path) -> _Progress:
     """Pick up the bytes an interrupted earlier run left, so the next request asks only for the rest."""
     state = _Progress(tmp=tmp, digest=hashlib.sha256())
@@ -185,11 +201,14 @@ def _restore_partial(tmp: Path) -> _Progress:
 
 
 def download(url: str, dest: Path, sha256: str | None, *, session=None, desc: str | None = None,
-             sha256_prefix: str | None = None, partial_dir: Path | None = None) -> tuple[int, str]:
+             sha256_prefix: str | None = None, partial_dir: Path | None = None, md5: str | None = None,
+             redirects: list[str] | None = None) -> tuple[int, str]:
     """Download `url` to `dest`, verified against `sha256`; returns (size, sha256). Atomic: all or nothing.
 
     `sha256_prefix` is torch.hub's weaker pin (a file name carrying the hash's first hex digits),
-    checked the same way when no full sha256 is pinned.
+    checked the same way when no full sha256 is pinned. `md5` is checked too when given (Keras
+    publishes md5s for most application weights). `redirects` receives the upstream URLs of the
+    redirects followed, so a caller can say when a file has moved.
 
     `sha256=None` is for pinning only (`zoo pin`): the bytes are kept whatever they hash to, but an
     LFS pointer or an HTML page is still refused, so a pin is never taken from one.
@@ -218,7 +237,7 @@ def download(url: str, dest: Path, sha256: str | None, *, session=None, desc: st
                   disable=constants.progress(), leave=False) as bar:
             for attempt in range(retries + 1):
                 try:
-                    _attempt(session, url, state, bar)
+                    _attempt(session, url, state, bar, redirects)
                     break
                 except _Retryable as exc:
                     if attempt == retries:
@@ -247,6 +266,11 @@ def download(url: str, dest: Path, sha256: str | None, *, session=None, desc: st
         actual = state.digest.hexdigest()
         if sha256 is None and sha256_prefix and not actual.startswith(sha256_prefix):
             raise HashMismatchError(url, f"{sha256_prefix}...", actual, state.received, requested=requested)
+        if md5 is not None:
+            got = _md5_file(state.tmp)
+            if got != md5:
+                raise HashMismatchError(url, f"md5 {md5}", f"md5 {got} (sha256 {actual})", state.received,
+                                        requested=requested)
         tmp = temp_sibling(dest)
         shutil.move(state.tmp, tmp)  # a partial may live on another file system: move, then rename
         os.replace(tmp, dest)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.card import Card, find_cards, load_card
-from stages.convert import CONVERTERS, for_kind
+from stages.convert import CONVERTERS, for_card
 from stages.errors import CardError, IndexStaleError
 from stages.files import dumps_stable, write_text_atomic
 from stages.sources import get_kind
@@ -42,6 +42,12 @@ def load_all(root: Path) -> list[Card]:
                             "model names are unique across formats; rename one of the cards")
         seen[card.name] = card.path
         cards.append(card)
+    for card in cards:  # `<name>-onnx` is the artifact of a card's ONNX target: no card may take it
+        for target in card.targets:
+            clash = card.target_artifact(target)
+            if clash in seen:
+                raise CardError(seen[clash], "name", f"{clash!r} is the artifact name of {card.path}'s {target} target",
+                                "rename one of the cards")
     return cards
 
 
@@ -60,15 +66,20 @@ def build(cards: list[Card]) -> dict[str, Any]:
         pins = _strip_none(kind.pins(card.source))
         index["cards"][card.name] = {"card": card_file, "format": card.format, "kind": card.kind,
                                      "source": pins, "pins": pins_hash(pins)}
-        index["converters"][for_kind(kind.converter).name][card.name] = {"card": card_file, "format": card.format}
+        for target in (card.format, *card.targets):
+            index["converters"][for_card(card, target).name][card.name] = {"card": card_file, "format": target}
     return index
 
 
 def artifacts(cards: list[Card]) -> dict[str, Any]:
     """dvc.yaml's `artifacts:` section: every staged model, for `dvc artifacts`, GTO and DVC Studio."""
-    return {card.name: {"path": card.staged_dir.as_posix(), "type": "model", "desc": card.description,
-                        "labels": sorted({*card.tags, card.format, card.kind})}
-            for card in sorted(cards, key=lambda c: c.name)}
+    out = {}
+    for card in sorted(cards, key=lambda c: c.name):
+        for target in (card.format, *card.targets):
+            out[card.target_artifact(target)] = {
+                "path": card.target_dir(target).as_posix(), "type": "model", "desc": card.description,
+                "labels": sorted({*card.tags, target, card.kind})}
+    return dict(sorted(out.items()))
 
 
 def _dvc_yaml(root: Path):

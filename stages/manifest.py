@@ -76,11 +76,11 @@ def file_records(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def build(card, *, files: dict, source_files: list[dict], model: dict, converter: dict,
-          validation: dict, extra: dict | None = None) -> dict[str, Any]:
+          validation: dict, extra: dict | None = None, fmt: str | None = None) -> dict[str, Any]:
     manifest = {
         "schema": SCHEMA,
         "name": card.name,
-        "format": card.format,
+        "format": fmt or card.format,
         "description": card.description,
         "license": card.license,
         "tags": list(card.tags),

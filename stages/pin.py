@@ -138,7 +138,28 @@ def pin_url_file(source, pinner: Pinner, changes: list[str]) -> None:
         changes.append(f"source.sha256 -> {source['sha256']}")
 
 
-PINNERS = {"onnx-zoo": pin_onnx_zoo, "timm": pin_hub_revision, "huggingface": pin_hub_revision,
+def pin_tfhub(source, pinner: Pinner, changes: list[str]) -> None:
+    """tfhub cards: hash the compressed SavedModel the handle serves (following tfhub.dev's redirects)."""
+    from stages.sources.tensorflow import TFHUB_FORMAT_QUERY
+
+    if source.get("handle") and _missing_sha(source):
+        source["sha256"] = pinner.url_sha256(f"{source['handle']}?{TFHUB_FORMAT_QUERY}")
+        changes.append(f"source.sha256 -> {source['sha256']}")
+
+
+def pin_keras(source, pinner: Pinner, changes: list[str]) -> None:
+    """keras cards: hash the weight file Keras names (Keras publishes md5s, or nothing, for most)."""
+    from stages.sources.tensorflow import keras_weights_file
+
+    if _missing_sha(source):
+        shape = tuple(source["input_shape"]) if source.get("input_shape") else None
+        url, _, _ = keras_weights_file(str(source.get("application")), bool(source.get("include_top", True)), shape,
+                                       dict(source.get("kwargs") or {}))
+        source["sha256"] = pinner.url_sha256(source.get("url") or url)
+        changes.append(f"source.sha256 -> {source['sha256']}")
+
+
+PINNERS = {"onnx-zoo": pin_onnx_zoo, "tfhub": pin_tfhub, "keras": pin_keras, "timm": pin_hub_revision, "huggingface": pin_hub_revision,
            "torchhub": pin_torchhub, "torchserve": pin_url_file, "torchvision": pin_url_file}
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from stages import index
 from stages.card import Card, load_card
-from stages.convert import for_kind
 from stages.errors import StagingError
 from stages.fetch import download, download_hf
 from stages.files import building_dir, sha256_file, write_json_atomic
@@ -73,16 +72,35 @@ def fetch_card(root: Path, card_path: Path, pins: str | None = None) -> Path:
         for remote in files:
             target = tmp / remote.filename
             target.parent.mkdir(parents=True, exist_ok=True)
+            moved: list[str] = []
             if remote.url:
-                size, sha = download(remote.url, target, remote.sha256, sha256_prefix=remote.sha256_prefix,
-                                     desc=f"{card.name}: {remote.filename}", partial_dir=partial)
+                size, sha = _download_url(remote, target, card, partial, moved)
             else:
                 size, sha = download_hf(remote.hf_repo, remote.hf_revision, remote.hf_path, target,
                                         remote.sha256, remote.git_sha1)
-            records.append(remote.record() | {"sha256": sha, "size": size})
+            record = remote.record() | {"sha256": sha, "size": size}
+            if moved:
+                record["redirected_to"] = moved[-1]
+                log.warning("%s: %s has moved: served from %s (bytes verified against the pin)",
+                            card.name, remote.url, moved[-1])
+            records.append(record)
             log.info("%s: fetched %s (%d bytes, sha256 ok)", card.name, remote.describe(), size)
         write_json_atomic(tmp / FETCH_RECORD, {"card": card.name, "kind": card.kind, "files": records})
     return dest
+
+
+def _download_url(remote, target: Path, card: Card, partial: Path | None, moved: list[str]) -> tuple[int, str]:
+    from stages.errors import HTTPStatusError
+
+    try:
+        return download(remote.url, target, remote.sha256, sha256_prefix=remote.sha256_prefix, md5=remote.md5,
+                        desc=f"{card.name}: {remote.filename}", partial_dir=partial, redirects=moved)
+    except HTTPStatusError as exc:
+        if remote.moved_hint and exc.status in (401, 403, 404, 410):
+            where = f" (after redirects to {moved[-1]})" if moved else ""
+            raise HTTPStatusError(remote.url, exc.status, f"HTTP {exc.status}{where}: the handle no longer serves "
+                                  "the model here", fix=remote.moved_hint, requested=exc.requested) from None
+        raise
 
 
 def load_params(root: Path) -> dict:
@@ -92,25 +110,33 @@ def load_params(root: Path) -> dict:
                      Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
 
 
-def stage_card(root: Path, card_path: Path) -> Path:
-    """Stage a card from its raw files into registry/<format>/<name>/ and write its manifest."""
+def stage_card(root: Path, card_path: Path, target: str | None = None) -> Path:
+    """Stage a card from its raw files into registry/<format>/<name>/ and write its manifest.
+
+    `target` stages one of the card's extra `targets:` (e.g. onnx) into registry/<target>/<name>/.
+    """
     from stages import manifest
+    from stages.convert import for_card
 
     card = load_card(card_path, root)
     index.check_card_pins(root, card)
-    converter = for_kind(get_kind(card.kind).converter)
+    fmt = target or card.format
+    if fmt != card.format and fmt not in card.targets:
+        raise StagingError(f"{card.path}: {fmt!r} is not one of the card's targets ({', '.join((card.format, *card.targets))})",
+                           fix=f"add it to the card's `targets:` and run `zoo index`")
+    converter = for_card(card, fmt)
     settings = load_params(root).get(converter.params)
     if not isinstance(settings, dict):
         raise StagingError(f"params.yaml has no `{converter.params}:` section (the {converter.name} converter's settings)",
                            fix="restore that section from the repository's params.yaml")
     versions = manifest.converter_versions([root / pins for pins in converter.pins])
     raw = RawFolder.open(root / card.raw_dir, card)
-    dest = root / card.staged_dir
+    dest = root / card.target_dir(fmt)
     with building_dir(dest) as tmp:
         sections = converter.run()(card, raw, tmp, settings)
         files = manifest.file_records(tmp)
     data = manifest.build(card, files=files, source_files=list(raw.files), model=sections["model"],
                           converter=manifest.converter_record(converter, versions, settings),
-                          validation=sections["validation"])
-    manifest.write(root / card.manifest_path, data)
+                          validation=sections["validation"], fmt=fmt)
+    manifest.write(root / card.target_manifest(fmt), data)
     return dest

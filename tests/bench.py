@@ -139,6 +139,29 @@ def torch_stage_timings(env, mirror_root: Path) -> dict:
     return out
 
 
+TF_DEMO = {"tfhub-tiny-classifier": "tensorflow", "keras-mobilenet-v2": "keras"}
+
+
+def tf_stage_timings(env, mirror_root: Path) -> dict:
+    """Freeze (+ Keras files) and validation time per demo TensorFlow model, then its tf2onnx target."""
+    from stages.mirror.tf_fixtures import build_tf_mirror
+
+    cards = build_tf_mirror(mirror_root)
+    repo = sandbox.new_registry(WORK / "tf", {f"{fmt}/{n}": cards[n].card for n, fmt in TF_DEMO.items()}, env)
+    timings = WORK / "tf-timings.jsonl"
+    out = {}
+    for name, fmt in TF_DEMO.items():
+        card = f"registry/{fmt}/{name}.yaml"
+        sandbox.run([sys.executable, "-m", "stages", "fetch", card], repo, env)
+        for target, label in ((None, name), ("onnx", f"{name} -> onnx")):
+            args = [sys.executable, "-m", "stages", "stage", card] + (["--target", target] if target else [])
+            started = time.perf_counter()
+            sandbox.run(args, repo, dict(env, ZOO_TIMINGS=str(timings)))
+            wall = time.perf_counter() - started
+            out[label] = {"wall_s": wall, **json.loads(timings.read_text().splitlines()[-1])["phases"]}
+    return out
+
+
 def main() -> int:
     if WORK.exists():
         shutil.rmtree(WORK)
@@ -154,6 +177,8 @@ def main() -> int:
         overhead = per_stage_overhead(repo, env)
         print("bench: PyTorch demo models ...", flush=True)
         torch_times = torch_stage_timings(env, WORK / "mirror")
+        print("bench: TensorFlow demo models ...", flush=True)
+        tf_times = tf_stage_timings(env, WORK / "mirror")
     print()
     head = f"bare {N}"
     head2 = f"bare {2 * N}"
@@ -176,8 +201,15 @@ def main() -> int:
     for name, t in torch_times.items():
         print(f"{name:20}{t['wall_s']:10.2f}s{t['build']:7.2f}s{t['export']:7.2f}s{t['validate']:8.2f}s"
               f"{100 * t['outside_export_validate']:24.0f}%")
+    print()
+    print(f"{'TensorFlow demo model':34}{'stage wall':>11}{'build':>8}{'freeze':>8}{'keras':>8}{'tf2onnx':>9}{'validate':>9}")
+    for name, t in tf_times.items():
+        cells = "".join(f"{t[k]:7.2f}s" if k in t else f"{'-':>8}" for k in ("build", "freeze", "keras"))
+        tf2onnx = f"{t['tf2onnx']:8.2f}s" if "tf2onnx" in t else f"{'-':>9}"
+        print(f"{name:34}{t['wall_s']:10.2f}s{cells}{tf2onnx}{t['validate']:8.2f}s")
     (WORK / "results.json").write_text(json.dumps({"n": N, "bare": bare, "bare_2n": bare2, "registry": ours,
-                                                   "overhead": overhead, "torch": torch_times}, indent=2))
+                                                   "overhead": overhead, "torch": torch_times, "tf": tf_times},
+                                                  indent=2))
     return 0
 
 

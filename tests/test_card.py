@@ -69,7 +69,7 @@ BAD = [
     ("missing sha256", GOOD.replace(f"  sha256: {SHA}\n", ""), "source.sha256: missing", "run `zoo pin"),
     ("malformed sha256", GOOD.replace(SHA, "abc123"), "source.sha256: 'abc123' is malformed", "64 lowercase hex"),
     ("unknown kind", GOOD.replace("kind: onnx-zoo", "kind: onnx-hub"), "source.kind: unknown kind 'onnx-hub'",
-     "use one of: huggingface, onnx-zoo, timm"),
+     "use one of: huggingface, keras, onnx-zoo, tfhub, timm"),
     ("unknown format", GOOD.replace("format: onnx", "format: caffe"), "format: unknown format 'caffe'", "use one of"),
     ("moving branch", GOOD.replace(f"/raw/{COMMIT}/", "/raw/main/"), "points at a moving branch", "run `zoo pin"),
     ("http url", GOOD.replace("https://github.com", "http://github.com"), "is not an https:// URL", "ZOO_MIRROR"),
@@ -165,5 +165,5 @@ def test_bad_card_stages_nothing(tmp_path, command):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "zoo: error: registry/onnx/resnet50.yaml: surprise: unknown key; remove it or fix its spelling "
-        "(known here: description, format, license, name, source, tags, trust_code, validation)"]
+        "(known here: description, format, license, name, source, tags, targets, trust_code, validation)"]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

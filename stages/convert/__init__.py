@@ -25,9 +25,26 @@ class Converter:
 CONVERTERS: dict[str, Converter] = {
     "onnx_zoo": Converter("onnx_zoo", "stage-onnx-zoo", "stages.convert.onnx_zoo", "onnx", ("stages/pins/onnx.txt",)),
     "torch": Converter("torch", "stage-torch", "stages.convert.torch_export", "torch",
-                       ("stages/pins/torch.txt", "stages/pins/onnx.txt")),
+                       ("stages/pins/torch.txt", "stages/pins/transformers.txt", "stages/pins/onnx.txt")),
+    "tensorflow": Converter("tensorflow", "stage-tensorflow", "stages.convert.tf_stage", "tensorflow",
+                            ("stages/pins/tensorflow.txt", "stages/pins/transformers.txt")),
+    "tf2onnx": Converter("tf2onnx", "stage-tf2onnx", "stages.convert.tf2onnx_stage", "tf2onnx",
+                         ("stages/pins/tensorflow.txt", "stages/pins/transformers.txt", "stages/pins/tf2onnx.txt",
+                          "stages/pins/onnx.txt")),
 }
+
+# The converter that stages an extra target format of a card (`targets:`), by (card format, target).
+TARGET_CONVERTERS = {("tensorflow", "onnx"): "tf2onnx", ("keras", "onnx"): "tf2onnx"}
 
 
 def for_kind(kind_converter: str) -> Converter:
     return CONVERTERS[kind_converter.replace("-", "_")]
+
+
+def for_card(card, target: str | None = None) -> Converter:
+    """The converter staging `card` in `target` (default: the card's own format)."""
+    from stages.sources import get_kind
+
+    if target is None or target == card.format:
+        return for_kind(get_kind(card.kind).converter_for(card.source))
+    return CONVERTERS[TARGET_CONVERTERS[(card.format, target)]]

@@ -11,7 +11,7 @@ from importlib import import_module
 from stages.errors import CardError
 from stages.sources.base import RemoteFile, SourceKind
 
-_BUILTIN = ("stages.sources.onnx_zoo", "stages.sources.torch_zoos")
+_BUILTIN = ("stages.sources.onnx_zoo", "stages.sources.torch_zoos", "stages.sources.tensorflow")
 _KINDS: dict[str, type[SourceKind]] = {}
 
 

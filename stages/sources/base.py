@@ -25,6 +25,8 @@ class RemoteFile:
     hf_path: str | None = None
     sha256_prefix: str | None = None  # torch.hub's convention: the file name carries a sha256 prefix
     git_sha1: str | None = None  # a small file in a Hugging Face repo at a commit: its git blob id
+    md5: str | None = None  # an upstream that publishes only an md5 (Keras applications): checked too
+    moved_hint: str | None = None  # what to do when the URL answers 403/404/410 (a hub that migrated)
 
     def describe(self) -> str:
         if self.url:
@@ -38,6 +40,8 @@ class RemoteFile:
             out["url"] = self.url
         else:
             out.update(hf_repo=self.hf_repo, hf_revision=self.hf_revision, hf_path=self.hf_path)
+        if self.md5:
+            out["md5"] = self.md5
         return out
 
 
@@ -57,6 +61,13 @@ class SourceKind(ABC):
     @abstractmethod
     def remote_files(cls, spec: Any) -> list[RemoteFile]:
         """The exact files to fetch. May ask the hub which files a pinned revision holds."""
+
+    extra_targets: ClassVar[tuple[str, ...]] = ()  # formats a card may add with `targets:` (staged too)
+
+    @classmethod
+    def converter_for(cls, spec: Any) -> str:
+        """The converter that stages this spec (a kind spanning frameworks picks by spec)."""
+        return cls.converter
 
     @classmethod
     def pins(cls, spec: Any) -> dict[str, Any]:

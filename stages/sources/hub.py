@@ -16,6 +16,7 @@ WEIGHT_PREFERENCE = (  # safetensors first: loading a pickle can run code
     ("model.safetensors",), ("model.safetensors.index.json", "model-*.safetensors"),
     ("pytorch_model.bin",), ("pytorch_model.bin.index.json", "pytorch_model-*.bin"),
 )
+TF_WEIGHT_PREFERENCE = (("tf_model.h5",), ("tf_model.h5.index.json", "tf_model-*.h5"))
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "added_tokens.json",
                    "preprocessor_config.json")
@@ -41,7 +42,8 @@ def repo_files(repo: str, revision: str) -> dict[str, dict]:
 
 
 def select(repo: str, revision: str, files: dict[str, dict], required: tuple[str, ...],
-           optional: tuple[str, ...] = (), weights: bool = True, role: str = "repo") -> list[RemoteFile]:
+           optional: tuple[str, ...] = (), weights: tuple | None = WEIGHT_PREFERENCE,
+           role: str = "repo") -> list[RemoteFile]:
     """The files a framework needs: required ones, the preferred weights format, optional extras."""
     chosen: list[str] = []
     for name in required:
@@ -50,14 +52,16 @@ def select(repo: str, revision: str, files: dict[str, dict], required: tuple[str
                                fix="check `repo:` and `revision:`; this kind needs that file")
         chosen.append(name)
     if weights:
-        for group in WEIGHT_PREFERENCE:
+        for group in weights:
             matched = [f for f in sorted(files) if any(fnmatch.fnmatch(f, pattern) for pattern in group)]
             if group[0] in files:
                 chosen.extend(matched)
                 break
         else:
-            raise StagingError(f"{repo}@{revision}: no PyTorch weights (model.safetensors or pytorch_model.bin)",
-                               fix="pin a revision that has PyTorch weights")
+            wanted = " or ".join(group[0] for group in weights)
+            fix = ("pin a revision that has them, or set `from_pytorch: true` to build from PyTorch weights"
+                   if weights is TF_WEIGHT_PREFERENCE else "pin a revision that has them")
+            raise StagingError(f"{repo}@{revision}: no weights in a usable format ({wanted})", fix=fix)
     chosen.extend(name for name in optional if name in files)
     return [RemoteFile(role, name, files[name].get("sha256"), hf_repo=repo, hf_revision=revision, hf_path=name,
                        git_sha1=files[name].get("git_sha1")) for name in dict.fromkeys(chosen)]

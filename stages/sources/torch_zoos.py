@@ -196,28 +196,53 @@ class HuggingFaceSpec:
     repo: str
     revision: str
     task: str
+    from_pytorch: bool | None = None  # tensorflow only: build the TF model from the repo's PyTorch weights
+
+
+FRAMEWORK_FORMATS = {"pytorch": "onnx", "tensorflow": "tensorflow"}
 
 
 @register
 class HuggingFace(SourceKind):
-    """A Hugging Face Hub model at a pinned commit, built with transformers' Auto classes."""
+    """A Hugging Face Hub model at a pinned commit, built with transformers' Auto classes.
 
-    kind, converter, formats = "huggingface", "torch", ("onnx",)
+    `framework: pytorch` is exported to ONNX by the torch converter; `framework: tensorflow` is
+    built with the TFAuto classes and frozen by the tensorflow converter (format tensorflow, with an
+    optional ONNX target through tf2onnx).
+    """
+
+    kind, converter, formats = "huggingface", "torch", ("onnx", "tensorflow")
+    extra_targets = ("onnx",)
 
     @classmethod
     def parse(cls, fields, fmt: str) -> HuggingFaceSpec:
         framework = fields.str("framework")
-        if framework != "pytorch":
+        if framework not in FRAMEWORK_FORMATS:
             raise CardError(fields.path, "source.framework", f"unknown framework {framework!r}",
-                            "use `framework: pytorch` (TensorFlow models are not supported yet)")
+                            "use `framework: pytorch` or `framework: tensorflow`")
+        if FRAMEWORK_FORMATS[framework] != fmt:
+            raise CardError(fields.path, "format", f"framework {framework!r} is staged as format "
+                            f"{FRAMEWORK_FORMATS[framework]!r}, not {fmt!r}",
+                            f"set `format: {FRAMEWORK_FORMATS[framework]}` and move the card to "
+                            f"registry/{FRAMEWORK_FORMATS[framework]}/ (add `targets:` for more formats)")
         task = fields.str("task")
         if task not in TASKS:
             raise CardError(fields.path, "source.task", f"unknown task {task!r}", f"use one of: {', '.join(TASKS)}")
+        from_pytorch = None
+        if framework == "tensorflow":
+            from_pytorch = fields.boolean("from_pytorch", default=False) or None
         return HuggingFaceSpec(kind=cls.kind, framework=framework, repo=hub.parse_repo(fields),
-                               revision=hub.check_revision(fields), task=task)
+                               revision=hub.check_revision(fields), task=task, from_pytorch=from_pytorch)
+
+    @classmethod
+    def converter_for(cls, spec: HuggingFaceSpec) -> str:
+        return "tensorflow" if spec.framework == "tensorflow" else "torch"
 
     @classmethod
     def remote_files(cls, spec: HuggingFaceSpec) -> list[RemoteFile]:
         files = hub.repo_files(spec.repo, spec.revision)
-        return hub.select(spec.repo, spec.revision, files, required=("config.json",),
-                          optional=hub.TOKENIZER_FILES + ("generation_config.json",))
+        optional = hub.TOKENIZER_FILES + ("generation_config.json",)
+        if spec.framework == "tensorflow" and not spec.from_pytorch:
+            return hub.select(spec.repo, spec.revision, files, required=("config.json",), optional=optional,
+                              weights=hub.TF_WEIGHT_PREFERENCE)
+        return hub.select(spec.repo, spec.revision, files, required=("config.json",), optional=optional)

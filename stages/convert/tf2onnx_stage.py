@@ -1,0 +1,122 @@
+"""A TensorFlow-side card's ONNX target (`targets: [tensorflow, onnx]`): tf2onnx, validated, byte-stable.
+
+Its own converter (stage-tf2onnx in dvc.yaml, params `tf2onnx`, pins tf2onnx.txt) so that a
+tf2onnx upgrade reruns exactly these stages. The source model is rebuilt from the raw files by the
+same builders as the frozen-graph stage (stages.convert.tf_models); Keras models are converted
+with `tf2onnx.convert.from_keras` and an explicit input signature, SavedModel signatures with
+`from_function`. Inputs and outputs are renamed to the signature's names (`images`, `logits`)
+instead of tf2onnx's tensor names (`Identity:0`). The file is normalised (doc strings cleared,
+initializers named after their content: tf2onnx's constant merging picks names differently on
+every run, see stages.convert.onnx_normalize), passes `onnx.checker`, and is compared with the
+SOURCE model in ONNX Runtime at every batch size (and sequence length) in params.yaml.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from stages.errors import StagingError
+
+
+def convert(card, source, settings: dict):
+    import tensorflow as tf
+    import tf2onnx
+
+    opset = int(settings["opset"])
+    signature = [tf.TensorSpec([None, *s.shape[1:]], tf.as_dtype(s.dtype), name=s.name) for s in source.inputs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if source.keras_model is not None:
+                proto, _ = tf2onnx.convert.from_keras(source.keras_model, input_signature=signature, opset=opset)
+            else:
+                names = [s.name for s in source.inputs]
+                fn = source.fn
+                wrapper = tf.function(lambda *args: fn(**dict(zip(names, args))), input_signature=signature)
+                proto, _ = tf2onnx.convert.from_function(wrapper, input_signature=signature, opset=opset)
+        except Exception as exc:  # noqa: BLE001 - tf2onnx raises many types
+            raise StagingError(f"{card.path}: tf2onnx (opset {opset}) cannot convert the model: {type(exc).__name__}: "
+                               f"{str(exc).strip().splitlines()[0][:300]}",
+                               fix="an op tf2onnx does not support at this opset: try another `tf2onnx.opset`") from None
+    _rename_io(proto, [s.name for s in source.inputs], source.outputs, card, source.text)
+    return proto
+
+
+def _rename_io(proto, inputs: list[str], outputs: list[str], card, text: bool = False) -> None:
+    """Give the graph's inputs and outputs the signature's names, in the signature's (sorted) order."""
+    graph = proto.graph
+    real_inputs = [v for v in graph.input if v.name not in {i.name for i in graph.initializer}]
+    if len(real_inputs) != len(inputs) or len(graph.output) != len(outputs):
+        raise StagingError(f"{card.path}: tf2onnx produced {len(real_inputs)} inputs and {len(graph.output)} outputs, "
+                           f"the signature has {len(inputs)} and {len(outputs)}", fix="a tf2onnx bug; report it")
+    renames = {}
+    for value, name in zip(real_inputs, inputs):
+        renames[value.name] = name
+    for value, name in zip(graph.output, outputs):
+        renames[value.name] = name
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        value.name = renames.get(value.name, value.name)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = renames.get(name, name)
+        for i, name in enumerate(node.output):
+            node.output[i] = renames.get(name, name)
+    for value in list(real_inputs) + list(graph.output):  # tf2onnx names unknown dims `unk__<counter>`
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_param"):
+                dim.dim_param = {0: "batch", 1: "sequence" if text else "dim1"}.get(axis, f"dim{axis}")
+
+
+def stage(card, raw, out: Path, settings: dict) -> dict:
+    import onnx
+
+    from stages import onnxrt
+    from stages.convert import onnx_normalize
+    from stages.convert.tf_models import build, import_tf
+    from stages.convert.tf_stage import validate
+    from stages.timing import phase
+
+    import_tf()
+    with tempfile.TemporaryDirectory(prefix="zoo-tf2onnx-") as work:
+        with phase("build"):
+            source = build(card, raw, settings, Path(work))
+        with phase("tf2onnx"):
+            proto = convert(card, source, settings)
+            model = onnx_normalize.canonical_initializers(onnx_normalize.normalize(proto, inplace=True))
+            onnx_normalize.save_stable(model, out / "model.onnx", 1 << 62)
+        with phase("validate"):
+            try:
+                onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
+            except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+                raise StagingError(f"{card.path}: the converted model fails onnx.checker: "
+                                   f"{str(exc).splitlines()[0][:300]}", fix="a tf2onnx bug: try another opset") from None
+            sess = onnxrt.session(out / "model.onnx", {"threads": int(settings.get("threads", 1))})
+
+            def run(feeds: dict[str, Any]) -> dict[str, Any]:
+                return onnxrt.run(sess, feeds, f"{card.path}")
+
+            validation = validate(card, source, settings, {"model.onnx": run},
+                                  "the source TensorFlow model, deterministic inputs")
+        for name, path in sorted(source.side_files.items()):
+            shutil.copyfile(path, out / name)
+    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    inputs, outputs = onnxrt.io_specs(model)
+    import tf2onnx
+
+    return {
+        "model": {
+            "ir_version": int(model.ir_version),
+            "opset": onnxrt.opsets(model),
+            "producer": f"{model.producer_name} {model.producer_version}".strip(),
+            "exporter": f"tf2onnx {tf2onnx.__version__} ({'from_keras' if source.keras_model is not None else 'from_function'})",
+            **({"layout": "NHWC"} if any(len(s.shape) == 4 for s in source.inputs) else {}),
+            "inputs": [s.record() for s in inputs],
+            "outputs": [s.record() for s in outputs],
+            **{k: v for k, v in source.info.items() if k != "keras_name"},
+        },
+        "validation": validation,
+    }

@@ -1,0 +1,254 @@
+"""TensorFlow-side models to frozen graphs (and Keras files): TF Hub, Keras applications, Hugging Face TF.
+
+The serving signature is frozen with `convert_variables_to_constants_v2` into a GraphDef whose
+variables are constants: `model.pb`, importable without the code that built it. The file is read
+back, imported (`tf.compat.v1.import_graph_def` inside `wrap_function`) and its outputs compared
+with the SOURCE model's at every batch size (and sequence length, for text) in params.yaml, within
+tolerance; every failing output is collected before the stage fails with the numbers. The manifest
+records the tensor names to feed and fetch (`images:0`, `Identity:0`) next to the signature's names.
+
+Keras applications are also staged as `model.keras` and `model.h5`; both are loaded back with
+`safe_mode=True` and compared with the source model the same way.
+
+Byte stability, measured with tensorflow 2.21.0 / keras 3.15.1 (MobileNetV2 alpha 0.35 at 96 px,
+two processes): `model.pb` (serialised with `deterministic=True`) and `model.h5` are identical;
+`model.keras` is not: Keras stamps `date_saved` into metadata.json, the zip entry of
+model.weights.h5 carries the save time, and config.json numbers objects shared between layers by
+their memory address (`shared_object_id: 139624135990864`). `normalize_keras_file` rewrites the
+zip with a fixed entry time, without `date_saved` (Keras does not read it back), and with shared
+object ids numbered 1, 2, ... in order of appearance (they only pair references to one object).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from stages.errors import StagingError
+
+# Ops that read state a GraphDef cannot hold as constants: lookup tables, and variables that
+# conversion left in place. A graph still holding them after freezing cannot be imported alone.
+TABLE_OPS = frozenset({"HashTable", "HashTableV2", "MutableHashTableV2", "MutableDenseHashTableV2",
+                       "MutableHashTableOfTensorsV2", "AnonymousHashTable", "AnonymousMutableHashTable",
+                       "LookupTableFindV2", "LookupTableImportV2", "LookupTableSizeV2", "LookupTableInsertV2",
+                       "InitializeTableV2", "InitializeTableFromTextFileV2"})
+VARIABLE_OPS = frozenset({"VarHandleOp", "ReadVariableOp", "AssignVariableOp", "ResourceGather",
+                          "VariableV2", "ResourceGatherNd"})
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def settings_tolerances(card, settings: dict) -> tuple[float, float]:
+    atol = card.validation.atol if card.validation.atol is not None else float(settings["atol"])
+    rtol = card.validation.rtol if card.validation.rtol is not None else float(settings["rtol"])
+    return atol, rtol
+
+
+def cases(source, settings: dict):
+    """(label, feeds) for every batch size (x sequence length for text), deterministic."""
+    seqs = settings["sequence_lengths"] if source.text else [None]
+    for case, (batch, seq) in enumerate(itertools.product(settings["batch_sizes"], seqs)):
+        yield f"batch{batch}" + (f"-seq{seq}" if seq else ""), source.make_inputs(int(batch), seq, case)
+
+
+# ----------------------------------------------------------------------------- freezing
+
+def freeze(card, source) -> tuple[Any, list[dict], list[dict]]:
+    """(GraphDef, inputs, outputs): the signature with every variable folded into a constant."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    try:
+        frozen = convert_variables_to_constants_v2(source.fn)
+    except Exception as exc:  # noqa: BLE001 - conversion raises many types
+        raise StagingError(f"{card.path}: the model cannot be frozen into a GraphDef: convert_variables_to_constants_v2 "
+                           f"failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}",
+                           fix="this graph holds state that is not a variable (tables, queues); stage another "
+                               "signature (`source.signature`) or another model") from None
+    graph_def = frozen.graph.as_graph_def()
+    n = len(source.inputs)
+    leftover = [t for t in frozen.inputs[n:]]
+    stateful = sorted({node.op for node in _all_nodes(graph_def) if node.op in TABLE_OPS | VARIABLE_OPS})
+    if leftover or stateful:
+        what = ", ".join(stateful) or f"{len(leftover)} captured resource(s)"
+        tables = any(op in TABLE_OPS for op in stateful)
+        raise StagingError(
+            f"{card.path}: the model cannot be frozen into a GraphDef: after folding variables it still reads "
+            f"{'a lookup table' if tables else 'resource state'} ({what}), which a frozen graph cannot hold as "
+            "constants", fix="stage another signature (`source.signature`) or a model without tables; a frozen "
+                             "graph of this one would not import on its own")
+    inputs = [spec.record() | {"tensor": tensor.name} for spec, tensor in zip(source.inputs, frozen.inputs[:n])]
+    flat = sorted(source.fn.structured_outputs)  # nest.flatten order of a dict: sorted keys
+    outputs = [{"name": name, "tensor": tensor.name, "dtype": tensor.dtype.as_numpy_dtype.__name__,
+                "shape": [d if d is not None else ("batch" if i == 0 else "?") for i, d in enumerate(tensor.shape.as_list())]}
+               for name, tensor in zip(flat, frozen.outputs)]
+    return graph_def, inputs, outputs
+
+
+def _all_nodes(graph_def):
+    yield from graph_def.node
+    for function in graph_def.library.function:
+        yield from function.node_def
+
+
+def write_graph(graph_def, path: Path) -> None:
+    path.write_bytes(graph_def.SerializeToString(deterministic=True))
+
+
+def load_frozen(path: Path, inputs: list[dict], outputs: list[dict]):
+    """A callable over the frozen graph read back from `path`: positional inputs in `inputs` order."""
+    import tensorflow as tf
+
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(path.read_bytes())
+
+    def imports():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+
+    wrapped = tf.compat.v1.wrap_function(imports, [])
+    graph = wrapped.graph
+    return wrapped.prune([graph.get_tensor_by_name(i["tensor"]) for i in inputs],
+                         [graph.get_tensor_by_name(o["tensor"]) for o in outputs])
+
+
+# ----------------------------------------------------------------------------- validation
+
+def validate(card, source, settings: dict, runners: dict[str, Any], reference: str) -> dict:
+    """Compare each staged file's runner with the source model on every case; fail once with every number."""
+    from stages.validate import Comparison
+
+    atol, rtol = settings_tolerances(card, settings)
+    comparison = Comparison(atol=atol, rtol=rtol)
+    for label, feeds in cases(source, settings):
+        expected = source.reference(feeds)
+        for filename, run in runners.items():
+            actual = run(feeds)
+            where = f"{filename} {label}"
+            missing = sorted(set(expected) ^ set(actual))
+            if missing:
+                comparison.failures.append({"output": "*", "case": where,
+                                            "problem": f"outputs differ: staged {sorted(actual)}, source {sorted(expected)}"})
+                continue
+            for name in sorted(expected):
+                comparison.compare(where, name, actual[name], expected[name])
+            comparison.cases += 1
+    comparison.raise_if_failed(card.name)
+    return comparison.record(reference) | {"files": sorted(runners)}
+
+
+def frozen_runner(path: Path, inputs: list[dict], outputs: list[dict]):
+    import tensorflow as tf
+
+    fn = load_frozen(path, inputs, outputs)
+
+    def run(feeds: dict[str, Any]) -> dict[str, Any]:
+        result = fn(*[tf.constant(feeds[i["name"]]) for i in inputs])
+        return {o["name"]: r.numpy() for o, r in zip(outputs, result)}
+
+    return run
+
+
+# ----------------------------------------------------------------------------- Keras files
+
+def normalize_keras_file(path: Path) -> None:
+    """Rewrite a `.keras` zip byte-stably: fixed entry times, no `date_saved` (see the module docstring)."""
+    from stages.files import temp_sibling
+
+    tmp = temp_sibling(path)
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "metadata.json":
+                meta = json.loads(data)
+                meta.pop("date_saved", None)
+                data = json.dumps(meta, sort_keys=True).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(_renumber_shared(json.loads(data), {})).encode()
+            entry = zipfile.ZipInfo(info.filename, date_time=ZIP_EPOCH)
+            entry.compress_type, entry.external_attr = info.compress_type, 0o644 << 16
+            dst.writestr(entry, data)
+    tmp.replace(path)
+
+
+def _renumber_shared(value, ids: dict) -> Any:
+    """Keras writes `shared_object_id: id(obj)` (a memory address); number them by first appearance."""
+    if isinstance(value, dict):
+        return {k: (ids.setdefault(v, len(ids) + 1) if k == "shared_object_id" else _renumber_shared(v, ids))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renumber_shared(v, ids) for v in value]
+    return value
+
+
+def keras_files(card, source, out: Path) -> dict[str, Any]:
+    """Save model.keras and model.h5, load both back with safe_mode=True; runners for validation."""
+    import keras
+
+    model = source.keras_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras warns that HDF5 is a legacy format: staging it is the point
+        model.save(out / "model.keras")
+        model.save(out / "model.h5")
+    normalize_keras_file(out / "model.keras")
+    runners = {}
+    input_name, output_name = source.inputs[0].name, source.outputs[0]
+    for filename in ("model.keras", "model.h5"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                loaded = keras.models.load_model(out / filename, safe_mode=True, compile=False)
+        except Exception as exc:  # noqa: BLE001
+            raise StagingError(f"{card.path}: the staged {filename} does not load back with safe_mode=True: "
+                               f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}",
+                               fix="a Keras serialisation bug for this architecture; report it with the versions") from None
+        runners[filename] = (lambda m: lambda feeds: {output_name: m(feeds[input_name], training=False).numpy()})(loaded)
+    return runners
+
+
+# ----------------------------------------------------------------------------- the stage
+
+def stage(card, raw, out: Path, settings: dict) -> dict:
+    from stages.convert.tf_models import build, import_tf
+    from stages.timing import phase
+
+    import_tf()
+    with tempfile.TemporaryDirectory(prefix="zoo-tf-") as work:
+        with phase("build"):
+            source = build(card, raw, settings, Path(work))
+        with phase("freeze"):
+            graph_def, inputs, outputs = freeze(card, source)
+            write_graph(graph_def, out / "model.pb")
+        runners = {}
+        if source.keras_model is not None:
+            with phase("keras"):
+                runners.update(keras_files(card, source, out))
+        with phase("validate"):
+            runners["model.pb"] = frozen_runner(out / "model.pb", inputs, outputs)
+            validation = validate(card, source, settings, dict(sorted(runners.items())),
+                                  f"{_source_name(card)}, deterministic inputs")
+        for name, path in sorted(source.side_files.items()):
+            shutil.copyfile(path, out / name)
+    import tensorflow as tf
+
+    return {
+        "model": {
+            "frozen_graph": "model.pb",
+            "graph_def_producer": int(graph_def.versions.producer),
+            "nodes": len(graph_def.node),
+            "inputs": inputs,
+            "outputs": outputs,
+            "tensorflow": tf.__version__,
+            **source.info,
+        },
+        "validation": validation,
+    }
+
+
+def _source_name(card) -> str:
+    return {"tfhub": "the downloaded SavedModel's signature",
+            "keras": "the Keras model built from the downloaded weights",
+            "huggingface": "the transformers TensorFlow model"}[card.kind]

@@ -1,0 +1,140 @@
+"""TensorFlow staging: bad archives, unfreezable graphs, hash mismatches and parity failures, one line each.
+
+Called through stages.pipeline in this process (the DVC path is test_tf_e2e). Every failure must
+leave nothing under the final names: no staged folder, no manifest, no temp files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stages.errors import HashMismatchError, ParityError, StagingError, UnsafeArchiveError
+from stages.pipeline import fetch_card, stage_card
+from tests.conftest import leftovers, make_root
+
+pytest.importorskip("tensorflow")
+from stages.mirror import tf_fixtures  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tf_cards(mirror_root):
+    return tf_fixtures.build_tf_mirror(mirror_root)
+
+
+def card_path(text: str) -> tuple[str, str, str]:
+    name = text.split("name: ", 1)[1].split("\n", 1)[0]
+    fmt = text.split("format: ", 1)[1].split("\n", 1)[0]
+    return name, fmt, f"registry/{fmt}/{name}.yaml"
+
+
+def fetch_then_stage(tmp_path: Path, text: str, target: str | None = None) -> tuple[Path, str, str]:
+    name, fmt, path = card_path(text)
+    root = make_root(tmp_path, {f"{fmt}/{name}": text})
+    fetch_card(root, Path(path))
+    stage_card(root, Path(path), target)
+    return root, name, fmt
+
+
+def assert_nothing_staged(root: Path, name: str, fmt: str) -> None:
+    assert not (root / f"registry/{fmt}/{name}").exists()
+    assert not (root / f"registry/{fmt}/{name}.manifest.json").exists()
+    assert leftovers(root) == []
+
+
+@pytest.mark.parametrize("builder,problem", [
+    ("tfhub_traversal", "would extract outside the target folder"),
+    ("tfhub_symlink", "points outside the archive"),
+    ("tfhub_no_savedmodel", "holds no SavedModel"),
+    ("tfhub_empty", "is an empty archive"),
+    ("tfhub_table", "cannot be frozen"),
+])
+def test_bad_tfhub_archives_fail_with_one_line(mirror, mirror_root, tmp_path, builder, problem):
+    text = getattr(tf_fixtures, builder)(mirror_root)
+    name, fmt, path = card_path(text)
+    root = make_root(tmp_path, {f"{fmt}/{name}": text})
+    fetch_card(root, Path(path))
+    with pytest.raises((StagingError, UnsafeArchiveError)) as info:
+        stage_card(root, Path(path))
+    message = str(info.value)
+    assert problem in message and "\n" not in message and "; " in message  # what, then how to fix
+    assert_nothing_staged(root, name, fmt)
+
+
+def test_the_table_model_says_why_it_cannot_be_frozen(mirror, mirror_root, tmp_path):
+    text = tf_fixtures.tfhub_table(mirror_root)
+    name, fmt, path = card_path(text)
+    root = make_root(tmp_path, {f"{fmt}/{name}": text})
+    fetch_card(root, Path(path))
+    with pytest.raises(StagingError, match=r"lookup table \((?=.*HashTableV2)"):
+        stage_card(root, Path(path))
+
+
+def test_a_tarball_cut_short_is_damaged_not_a_model(mirror, mirror_root, tmp_path, tf_cards):
+    import hashlib
+
+    good = (mirror_root / "tfhub.dev/zoo-fixtures/tiny-classifier/1").read_bytes()
+    cut = good[: len(good) // 2]
+    target = mirror_root / "tfhub.dev/zoo-fixtures/cut/1"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(cut)
+    text = (tf_cards["tfhub-tiny-classifier"].card.replace("tfhub-tiny-classifier", "tfhub-cut")
+            .replace("tiny-classifier/1", "cut/1").replace("targets: [tensorflow, onnx]\n", ""))
+    text = text.replace(text.split("sha256: ")[1].split("\n")[0], hashlib.sha256(cut).hexdigest())
+    name, fmt, path = card_path(text)
+    root = make_root(tmp_path, {f"{fmt}/{name}": text})
+    fetch_card(root, Path(path))
+    with pytest.raises(StagingError, match="truncated or damaged"):
+        stage_card(root, Path(path))
+    assert_nothing_staged(root, name, fmt)
+
+
+def test_hash_mismatch_keeps_nothing(mirror, mirror_root, tmp_path, tf_cards):
+    text = tf_cards["tfhub-tiny-classifier"].card
+    text = text.replace(text.split("sha256: ")[1].split("\n")[0], "0" * 64)
+    name, fmt, path = card_path(text)
+    root = make_root(tmp_path, {f"{fmt}/{name}": text})
+    with pytest.raises(HashMismatchError, match="sha256 mismatch: pinned 0000"):
+        fetch_card(root, Path(path))
+    assert not (root / f"registry/_raw/{name}").exists() and leftovers(root) == []
+
+
+def test_the_frozen_graph_imports_alone_and_matches_the_savedmodel(mirror, tmp_path, tf_cards):
+    """The staged model.pb, read with nothing but TensorFlow, gives the SavedModel's numbers."""
+    import numpy as np
+    import tensorflow as tf
+
+    root, name, fmt = fetch_then_stage(tmp_path, tf_cards["tfhub-tiny-classifier"].card)
+    data = json.loads((root / f"registry/{fmt}/{name}.manifest.json").read_text())
+    (inp,), (out,) = data["model"]["inputs"], data["model"]["outputs"]
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString((root / f"registry/{fmt}/{name}/model.pb").read_bytes())
+    assert not {n.op for n in graph_def.node} & {"VarHandleOp", "ReadVariableOp"}  # variables are folded in
+    x = np.random.default_rng(5).random((3, *inp["shape"][1:]), dtype=np.float32)
+    with tf.Graph().as_default() as graph:
+        tf.compat.v1.import_graph_def(graph_def, name="")
+        with tf.compat.v1.Session(graph=graph) as sess:
+            frozen = sess.run(out["tensor"], {inp["tensor"]: x})
+    import tarfile
+
+    with tarfile.open(root / f"registry/_raw/{name}/saved_model.tar.gz") as tar:
+        tar.extractall(tmp_path / "sm", filter="data")
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    source = loaded.signatures["serving_default"](**{inp["name"]: tf.constant(x)})[out["name"]].numpy()
+    np.testing.assert_allclose(frozen, source, rtol=1e-5, atol=1e-6)
+    assert data["validation"]["max_abs_error"] is not None
+
+
+def test_a_parity_failure_reports_the_numbers(mirror, tmp_path, tf_cards):
+    """ONNX Runtime and TensorFlow never agree to the last bit: with zero tolerance the stage must fail, with numbers."""
+    text = tf_cards["tfhub-tiny-classifier"].card + "validation:\n  atol: 0\n  rtol: 0\n"
+    name, fmt, path = card_path(text)
+    root = make_root(tmp_path, {f"{fmt}/{name}": text})
+    fetch_card(root, Path(path))
+    with pytest.raises(ParityError) as info:
+        stage_card(root, Path(path), "onnx")
+    message = str(info.value)
+    assert "[model.onnx batch1]" in message and "max abs" in message
+    assert_nothing_staged(root, name, "onnx")

@@ -1,0 +1,106 @@
+"""TensorFlow kinds end to end through real DVC: frozen, validated, byte-stable, ONNX targets, isolation.
+
+TF Hub (direct and behind tfhub.dev's redirect to Kaggle), a Keras application and a Hugging Face
+TensorFlow BERT, each from the offline mirror in its upstream's layout; three of them also ask for
+an ONNX target through tf2onnx.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from stages import sandbox
+from stages.mirror import tf_fixtures
+
+pytestmark = pytest.mark.e2e
+TF = ("tfhub-tiny-classifier", "tfhub-moved-classifier", "keras-mobilenet-v2", "tiny-bert-tf")
+ONNX_TARGETS = ("tfhub-tiny-classifier", "keras-mobilenet-v2", "tiny-bert-tf")
+FORMATS = {"tfhub-tiny-classifier": "tensorflow", "tfhub-moved-classifier": "tensorflow",
+           "keras-mobilenet-v2": "keras", "tiny-bert-tf": "tensorflow"}
+
+
+def ran(output: str) -> list[str]:
+    return sorted(re.findall(r"Running stage '([^']+)'", output))
+
+
+def with_onnx_target(card: str, fmt: str) -> str:
+    if "targets:" in card:
+        return card
+    return card.replace("source:\n", f"targets: [{fmt}, onnx]\nsource:\n", 1)
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory, mirror_server, mirror_root):
+    fixtures = tf_fixtures.build_tf_mirror(mirror_root)
+    cards = {}
+    for name in TF:
+        text = fixtures[name].card
+        if name in ONNX_TARGETS:
+            text = with_onnx_target(text, FORMATS[name])
+        cards[f"{FORMATS[name]}/{name}"] = text
+    env = sandbox.env(mirror_server.url)
+    repo = sandbox.new_registry(tmp_path_factory.mktemp("tf-e2e") / "registry", cards, env)
+    return {"repo": repo, "env": env}
+
+
+def dvc(reg, *args):
+    return sandbox.run(["dvc", *args], reg["repo"], reg["env"]).stdout
+
+
+def manifest(reg, fmt: str, name: str) -> dict:
+    return json.loads((reg["repo"] / f"registry/{fmt}/{name}.manifest.json").read_text())
+
+
+def test_every_tf_kind_stages_and_validates_through_dvc(reg):
+    out = dvc(reg, "repro")
+    assert ran(out) == sorted([f"fetch@{n}" for n in TF] + [f"stage-tensorflow@{n}" for n in TF]
+                              + [f"stage-tf2onnx@{n}" for n in ONNX_TARGETS])
+    repo = reg["repo"]
+    for name in TF:
+        fmt = FORMATS[name]
+        data = manifest(reg, fmt, name)
+        assert data["validation"]["passed"] is True and data["validation"]["cases"] >= 2, name
+        assert "model.pb" in data["files"] and (repo / f"registry/{fmt}/{name}/model.pb").is_file()
+        for io in data["model"]["inputs"] + data["model"]["outputs"]:
+            assert re.fullmatch(r"[\w/.-]+:\d+", io["tensor"]), io  # what a user feeds and fetches
+    keras = manifest(reg, "keras", "keras-mobilenet-v2")
+    assert {"model.keras", "model.h5", "model.pb"} <= set(keras["files"])
+    assert keras["validation"]["files"] == ["model.h5", "model.keras", "model.pb"]
+    bert = manifest(reg, "tensorflow", "tiny-bert-tf")
+    assert bert["validation"]["cases"] == 4  # 2 batch sizes x 2 sequence lengths
+    assert {"vocab.txt", "tokenizer.json"} <= set(bert["files"])
+    assert sorted(i["name"] for i in bert["model"]["inputs"]) == ["attention_mask", "input_ids", "token_type_ids"]
+    for name in ONNX_TARGETS:
+        data = manifest(reg, "onnx", name)
+        assert data["format"] == "onnx" and data["validation"]["passed"] is True, name
+        assert data["model"]["exporter"].startswith("tf2onnx 1.17.0")
+        assert data["model"]["inputs"][0]["shape"][0] == "batch"
+    fetched = json.loads((repo / "registry/_raw/tfhub-moved-classifier/_fetch.json").read_text())
+    assert fetched["files"][0]["redirected_to"].startswith("https://www.kaggle.com/models/zoo-fixtures/moved-classifier/")
+    sandbox.run(["git", "add", "-A"], repo, reg["env"])
+    sandbox.run(["git", "commit", "-q", "-m", "stage"], repo, reg["env"])
+
+
+def test_forced_restage_in_new_processes_changes_no_byte(reg):
+    stages = [f"stage-tensorflow@{n}" for n in TF] + [f"stage-tf2onnx@{n}" for n in ONNX_TARGETS]
+    out = dvc(reg, "repro", "--force", *stages, "--single-item")
+    assert ran(out) == sorted(stages)
+    # every staged file (model.pb, model.keras, model.h5, model.onnx) hashes the same: manifests
+    # and dvc.lock are unchanged
+    assert sandbox.run(["git", "status", "--porcelain"], reg["repo"], reg["env"]).stdout == ""
+
+
+def test_tf2onnx_params_change_touches_only_onnx_targets(reg):
+    params = reg["repo"] / "params.yaml"
+    params.write_text(params.read_text().replace("tf2onnx:\n  opset: 17", "tf2onnx:\n  opset: 16"))
+    status = dvc(reg, "status")
+    changed = sorted(set(re.findall(r"^(\S+@\S+):", status, flags=re.M)))
+    assert changed == sorted(f"stage-tf2onnx@{n}" for n in ONNX_TARGETS)
+    params.write_text(params.read_text().replace("tf2onnx:\n  opset: 16", "tf2onnx:\n  opset: 17"))
+    tf_params = params.read_text().replace("tensorflow:\n  atol: 1.0e-4", "tensorflow:\n  atol: 2.0e-4")
+    params.write_text(tf_params)
+    changed = sorted(set(re.findall(r"^(\S+@\S+):", dvc(reg, "status"), flags=re.M)))
+    assert changed == sorted(f"stage-tensorflow@{n}" for n in TF)
