@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,7 +36,8 @@ def import_tf():
     """TensorFlow, quietly, on the CPU, single-threaded (bit-reproducible runs); imported on use only."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "0")
+    if "tensorflow" not in sys.modules:
+        preload_torch()
     import tensorflow as tf
 
     try:
@@ -44,6 +46,24 @@ def import_tf():
     except RuntimeError:  # already initialised in this process: keep what it has
         pass
     return tf
+
+
+def preload_torch() -> None:
+    """Import torch and its triton before TensorFlow, when this process may use torch at all.
+
+    With TensorFlow already loaded, importing triton (which transformers does through
+    torch._dynamo) segfaults in triton/knobs.py (measured: tensorflow 2.21.0, torch 2.14.1 and the
+    triton it pins); the other order works. `zoo stage` sets USE_TORCH=0 for TensorFlow stages
+    (transformers then never imports torch), so this costs nothing there.
+    """
+    import importlib
+    import importlib.util
+
+    if os.environ.get("USE_TORCH", "").upper() in ("0", "FALSE", "NO", "OFF"):
+        return
+    for name in ("torch", "triton"):
+        if name not in sys.modules and importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
 
 
 @dataclass(frozen=True)

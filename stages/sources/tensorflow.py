@@ -155,6 +155,9 @@ class _Resolved(Exception):
 
 
 def application_class(name: str):
+    from stages.convert.tf_models import import_tf
+
+    import_tf()
     import keras
 
     cls = getattr(keras.applications, name, None)
