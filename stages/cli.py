@@ -28,9 +28,13 @@ def _cmd_check(args) -> int:
     cards = index.load_all(args.root)
     index.check(args.root)
     _check_dvc_yaml(args.root, cards)
-    left = orphans(args.root, {c.name for c in cards})
+    left = orphans(args.root, {(fmt, c.name) for c in cards for fmt in (c.format, *c.targets)})
     if left:
         name = Path(left[0]).name[: -len(".manifest.json")]
+        if name in {c.name for c in cards}:
+            folder = Path(left[0]).with_name(name).as_posix()
+            raise IndexStaleError(f"{left[0]} belongs to a target {name} no longer has (`targets:` changed?)",
+                                  fix=f"delete {left[0]} and {folder}, and their dvc.lock entry, or restore the target")
         raise IndexStaleError(f"{left[0]} has no card (deleted by hand?)",
                               fix=f"run `zoo remove {name}` to remove what the pipeline made for it")
     print(f"{len(cards)} cards ok; {index.INDEX} is up to date")

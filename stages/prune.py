@@ -72,11 +72,14 @@ def remove_model(root: Path, name: str) -> list[str]:
     return removed
 
 
-def orphans(root: Path, names: set[str]) -> list[str]:
-    """Manifests without a card: left behind by deleting a card by hand instead of `zoo remove`."""
+def orphans(root: Path, staged: set[tuple[str, str]]) -> list[str]:
+    """Manifests no card stages any more: `staged` holds (format, name) of every card and target.
+
+    Left behind by deleting a card by hand instead of `zoo remove`, or by dropping a target.
+    """
     found = []
     for fmt in FORMATS:
         for path in sorted((root / "registry" / fmt).glob("*.manifest.json")):
-            if path.name[: -len(".manifest.json")] not in names:
+            if (fmt, path.name[: -len(".manifest.json")]) not in staged:
                 found.append(path.relative_to(root).as_posix())
     return found

@@ -132,6 +132,82 @@ def canonical_initializers(model: "onnx.ModelProto") -> "onnx.ModelProto":
     return model
 
 
+def canonical_names(model: "onnx.ModelProto") -> "onnx.ModelProto":
+    """Name every intermediate value and node of the main graph after what computes it; sort the nodes.
+
+    For tf2onnx output, in place, after `canonical_initializers`. Measured with tf2onnx 1.17.0 on a
+    transformers TFBertModel (three processes): tf2onnx merges identical subgraphs (the attention
+    mask `Add` of layer 0 and layer 1) and which copy survives, the `__<counter>` suffixes of the
+    names it makes and the node order all change from run to run. Here each value is named
+    `v_<hash of op type, attributes, input names and output index>` (inputs and initializers keep
+    their names, graph outputs too), each node `n_<hash>`, and the nodes are sorted topologically
+    with ties broken by that hash, so the same computation gives the same bytes. Readable
+    TensorFlow names of intermediate values are lost; the graph's inputs and outputs keep theirs.
+    Subgraphs (If/Loop bodies) are hashed as they are, not renamed.
+    """
+    import hashlib
+    import heapq
+
+    graph = model.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {t.name for t in graph.initializer}
+    outputs_of = {v.name for v in graph.output}
+    producers = {}
+    for index, node in enumerate(graph.node):
+        for out in node.output:
+            producers[out] = index
+    digests: dict[int, str] = {}
+    names: dict[str, str] = {}
+
+    def value_name(name: str) -> str:
+        return names.get(name, name)
+
+    # nodes in the file's (topological) order: every input is named before it is used
+    for index, node in enumerate(graph.node):
+        attrs = b"".join(a.SerializeToString(deterministic=True) for a in sorted(node.attribute, key=lambda a: a.name))
+        key = "\0".join([node.domain, node.op_type, *map(value_name, node.input)]).encode() + attrs
+        digest = hashlib.sha256(key).hexdigest()[:16]
+        digests[index] = digest
+        for i, out in enumerate(node.output):
+            if out and out not in keep:
+                names[out] = f"v_{digest}_{i}"
+    taken: dict[str, int] = {}
+    for index, node in enumerate(graph.node):  # identical computations kept apart: number them
+        n = taken.get(digests[index], 0)
+        taken[digests[index]] = n + 1
+        node.name = f"n_{digests[index]}" + (f"_{n}" if n else "")
+        for i, name in enumerate(node.input):
+            node.input[i] = value_name(name)
+        for i, name in enumerate(node.output):
+            node.output[i] = value_name(name) + (f"_{n}" if n and name not in outputs_of and name not in keep else "")
+    del graph.value_info[:]  # shape hints under the old names; ORT and the checker infer them again
+    # topological order, ties broken by the node's hash
+    consumers: dict[str, list[int]] = {}
+    pending = {}
+    produced = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    for i, node in enumerate(graph.node):
+        deps = {produced[x] for x in node.input if x in produced}
+        pending[i] = len(deps)
+        for dep in deps:
+            consumers.setdefault(dep, []).append(i)
+    ready = [(graph.node[i].name, i) for i, count in pending.items() if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, i = heapq.heappop(ready)
+        order.append(i)
+        for j in consumers.get(i, []):
+            pending[j] -= 1
+            if pending[j] == 0:
+                heapq.heappush(ready, (graph.node[j].name, j))
+    nodes = [type(graph.node[i])() for i in order]
+    for copy, i in zip(nodes, order):
+        copy.CopyFrom(graph.node[i])
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del producers
+    return model
+
+
 def _clear_doc_strings(message) -> None:
     """Clear `doc_string` on `message` and on every message below it (TensorProto bytes are leaves)."""
     from google.protobuf.message import Message

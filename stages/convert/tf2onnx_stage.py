@@ -22,6 +22,34 @@ from typing import Any
 from stages.errors import StagingError
 
 
+def _erfc(ctx, node, name, args) -> None:
+    """tf2onnx handler for TensorFlow's Erfc (exact GELU in TF 2.21 uses it; tf2onnx 1.17 has no
+    converter for it): erfc(x) = 1 - erf(x), with ONNX's Erf (opset 9+)."""
+    import numpy as np
+    from tf2onnx import utils
+
+    node.type = "Erf"
+    dtype, shape = ctx.get_dtype(node.output[0]), ctx.get_shape(node.output[0])
+    one = ctx.make_const(utils.make_name("one"), np.array(1, dtype=utils.map_onnx_to_numpy_type(dtype)))
+    sub = ctx.insert_new_node_on_output("Sub", node.output[0], inputs=[one.output[0], node.output[0]],
+                                        name=utils.make_name(f"{node.name}_erfc"))
+    ctx.set_dtype(sub.output[0], dtype)
+    ctx.set_shape(sub.output[0], shape)
+
+
+HANDLERS = {"Erfc": (_erfc, [])}
+
+
+def _unconverted(proto) -> list[str]:
+    """Ops tf2onnx left in the graph that ONNX does not define (it logs them and goes on)."""
+    import onnx
+
+    opsets = {o.domain or "": o.version for o in proto.opset_import}
+    return sorted({n.op_type for n in proto.graph.node
+                   if not onnx.defs.has(n.op_type, n.domain or "") and (n.domain or "") in ("", "ai.onnx")
+                   and opsets.get(n.domain or "") is not None})
+
+
 def convert(card, source, settings: dict):
     import tensorflow as tf
     import tf2onnx
@@ -32,16 +60,24 @@ def convert(card, source, settings: dict):
         warnings.simplefilter("ignore")
         try:
             if source.keras_model is not None:
-                proto, _ = tf2onnx.convert.from_keras(source.keras_model, input_signature=signature, opset=opset)
+                proto, _ = tf2onnx.convert.from_keras(source.keras_model, input_signature=signature, opset=opset,
+                                                      custom_op_handlers=dict(HANDLERS))
             else:
                 names = [s.name for s in source.inputs]
                 fn = source.fn
                 wrapper = tf.function(lambda *args: fn(**dict(zip(names, args))), input_signature=signature)
-                proto, _ = tf2onnx.convert.from_function(wrapper, input_signature=signature, opset=opset)
+                proto, _ = tf2onnx.convert.from_function(wrapper, input_signature=signature, opset=opset,
+                                                         custom_op_handlers=dict(HANDLERS))
         except Exception as exc:  # noqa: BLE001 - tf2onnx raises many types
             raise StagingError(f"{card.path}: tf2onnx (opset {opset}) cannot convert the model: {type(exc).__name__}: "
                                f"{str(exc).strip().splitlines()[0][:300]}",
                                fix="an op tf2onnx does not support at this opset: try another `tf2onnx.opset`") from None
+    missing = _unconverted(proto)
+    if missing:
+        raise StagingError(f"{card.path}: tf2onnx {tf2onnx.__version__} cannot convert the TensorFlow op(s) "
+                           f"{', '.join(missing)} (left unconverted in the graph)",
+                           fix="drop the onnx target from the card's `targets:`, or add a handler for the op in "
+                               "stages/convert/tf2onnx_stage.py (HANDLERS)")
     _rename_io(proto, [s.name for s in source.inputs], source.outputs, card, source.text)
     return proto
 
@@ -86,14 +122,15 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             source = build(card, raw, settings, Path(work))
         with phase("tf2onnx"):
             proto = convert(card, source, settings)
-            model = onnx_normalize.canonical_initializers(onnx_normalize.normalize(proto, inplace=True))
+            model = onnx_normalize.canonical_names(
+                onnx_normalize.canonical_initializers(onnx_normalize.normalize(proto, inplace=True)))
             onnx_normalize.save_stable(model, out / "model.onnx", 1 << 62)
         with phase("validate"):
             try:
                 onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
             except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
                 raise StagingError(f"{card.path}: the converted model fails onnx.checker: "
-                                   f"{str(exc).splitlines()[0][:300]}", fix="a tf2onnx bug: try another opset") from None
+                                   f"{str(exc).splitlines()[0][:300]}", fix="a tf2onnx bug: try another `tf2onnx.opset`") from None
             sess = onnxrt.session(out / "model.onnx", {"threads": int(settings.get("threads", 1))})
 
             def run(feeds: dict[str, Any]) -> dict[str, Any]:

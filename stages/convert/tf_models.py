@@ -34,7 +34,7 @@ SERVING = "serving_default"
 
 def import_tf():
     """TensorFlow, quietly, on the CPU, single-threaded (bit-reproducible runs); imported on use only."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ logs (CUDA probing, oneDNN notes): noise here
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     if "tensorflow" not in sys.modules:
         preload_torch()

@@ -23,9 +23,8 @@ def register(cls: type[SourceKind]) -> type[SourceKind]:
 
 
 def kinds() -> dict[str, type[SourceKind]]:
-    if not _KINDS:
-        for module in _BUILTIN:
-            import_module(module)
+    for module in _BUILTIN:  # each registers its kinds on first import (a no-op afterwards)
+        import_module(module)
     return dict(_KINDS)
 
 
