@@ -194,3 +194,28 @@ def test_keras_resolves_names_and_hashes_from_keras_itself():
     with pytest.raises(CardError, match="has no NoSuchNet"):
         keras_weights_file("NoSuchNet", True, None, {})
     assert json.dumps([url])  # plain strings
+
+
+def test_zoo_pin_hashes_a_moved_tfhub_archive_and_a_keras_file(mirror, mirror_root, tmp_path):
+    """`zoo pin` follows tfhub.dev's redirect to hash the archive; for Keras it asks Keras for the URL."""
+    from tests.conftest import make_root
+
+    from stages.mirror import tf_fixtures
+    from stages.pin import pin_card
+
+    fixtures = {name: tf_fixtures.build_tf_mirror(mirror_root)[name] for name in ("tfhub-moved-classifier",
+                                                                                     "keras-mobilenet-v2")}
+    cards, expected = {}, {}
+    for name, fmt in (("tfhub-moved-classifier", "tensorflow"), ("keras-mobilenet-v2", "keras")):
+        text = fixtures[name].card
+        sha = text.split("sha256: ")[1].split("\n")[0]
+        cards[f"{fmt}/{name}"] = text.replace(f"  sha256: {sha}\n", "")
+        expected[name] = sha
+    root = make_root(tmp_path, {})
+    for key, text in cards.items():
+        path = root / f"registry/{key}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        name = key.split("/")[1]
+        assert pin_card(root, path.relative_to(root)) == [f"source.sha256 -> {expected[name]}"]
+        assert load_card(path.relative_to(root), root).source.sha256 == expected[name]
