@@ -4,4 +4,11 @@ Importing this package is cheap on purpose: the CLI, `zoo check` and the stages 
 cards must never pay for torch, tensorflow or transformers.
 """
 
+import os as _os
+
+# TensorFlow's C++ start-up logs (CUDA probing on a CPU machine, oneDNN notes) are noise in every
+# process of ours, and libraries (transformers) may import TensorFlow before our code does:
+# quiet them before any of that happens. An explicit TF_CPP_MIN_LOG_LEVEL wins.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 __version__ = "0.1.0"

@@ -73,8 +73,24 @@ def snapshot(repo: Path, rev: str) -> Snapshot:
         if path == "registry/index.json":
             snap.index = data
         else:
-            snap.manifests[MANIFEST_RE.match(path).group(2)] = data
+            fmt, name = MANIFEST_RE.match(path).groups()
+            snap.manifests[(fmt, name)] = data
+    cards = snap.index.get("cards", {})
+    # by artifact name: a card's own format under its name, a target (`targets:`) as <name>-<format>
+    snap.manifests = {name if cards.get(name, {}).get("format", fmt) == fmt else f"{name}-{fmt}": data
+                      for (fmt, name), data in snap.manifests.items()}
     return snap
+
+
+def expected_artifacts(index: dict) -> set[str]:
+    """Every manifest a staged zoo must have: each card's, and `<name>-<format>` for each target."""
+    cards = index.get("cards", {})
+    out = set(cards)
+    for entries in index.get("converters", {}).values():
+        for name, entry in entries.items():
+            if name in cards and entry.get("format") != cards[name].get("format"):
+                out.add(f"{name}-{entry['format']}")
+    return out
 
 
 def release_tags(repo: Path) -> list[str]:

@@ -54,7 +54,7 @@ def check_releasable(root: Path) -> gitio.Snapshot:
         raise ReleaseRefused(f"stale DVC stages: {_short_list(sorted(stale))}",
                              fix="run `dvc repro`, commit dvc.lock and the manifests, then release")
     snap = gitio.snapshot(root, "HEAD")
-    unstaged = sorted(set(snap.index.get("cards", {})) - set(snap.manifests))
+    unstaged = sorted(gitio.expected_artifacts(snap.index) - set(snap.manifests))
     if unstaged:
         raise ReleaseRefused(f"cards without a manifest (never staged): {_short_list(unstaged)}",
                              fix="run `dvc repro` and commit, or remove those cards")

@@ -137,3 +137,22 @@ def test_a_parity_failure_reports_the_numbers(mirror, tmp_path, tf_cards):
     message = str(info.value)
     assert "[model.onnx batch1]" in message and "max abs" in message
     assert_nothing_staged(root, name, "onnx")
+
+
+def test_huggingface_tf_from_pytorch_weights(mirror, mirror_root, tmp_path):
+    """A repo with only PyTorch safetensors, built as a TF model with `from_pytorch: true`, frozen and validated."""
+    from stages.mirror import torch_fixtures
+
+    pt = torch_fixtures.build_tiny_bert(mirror_root).card  # model.safetensors, no tf_model.h5
+    text = (pt.replace("name: tiny-bert", "name: tiny-bert-from-pt").replace("format: onnx", "format: tensorflow")
+            .replace("framework: pytorch", "framework: tensorflow") + "  from_pytorch: true\n")
+    root, name, fmt = fetch_then_stage(tmp_path, text)
+    data = json.loads((root / f"registry/{fmt}/{name}.manifest.json").read_text())
+    assert data["validation"]["passed"] is True and data["validation"]["cases"] == 4
+    assert data["model"]["weights"] == "pytorch (safetensors)"
+    assert [f["filename"] for f in data["source"]["files"] if f["filename"].endswith(".safetensors")] == ["model.safetensors"]
+    without = text.replace("  from_pytorch: true\n", "").replace("tiny-bert-from-pt", "tiny-bert-no-tf")
+    name, fmt, path = card_path(without)
+    root = make_root(tmp_path / "no-tf", {f"{fmt}/{name}": without})
+    with pytest.raises(StagingError, match=r"no weights in a usable format \(tf_model.h5.*from_pytorch: true"):
+        fetch_card(root, Path(path))

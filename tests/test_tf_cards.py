@@ -219,3 +219,12 @@ def test_zoo_pin_hashes_a_moved_tfhub_archive_and_a_keras_file(mirror, mirror_ro
         name = key.split("/")[1]
         assert pin_card(root, path.relative_to(root)) == [f"source.sha256 -> {expected[name]}"]
         assert load_card(path.relative_to(root), root).source.sha256 == expected[name]
+
+
+def test_a_kaggle_models_handle_is_a_tfhub_handle(tmp_path):
+    kaggle = ("https://www.kaggle.com/models/google/mobilenet-v2/frameworks/tensorFlow2/variations/"
+              "100-224-classification/versions/2")
+    text = TFHUB.replace("https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/classification/5", kaggle)
+    card = load_card(write(tmp_path, text, "hub-model", "tensorflow"))
+    (remote,) = __import__("stages.sources", fromlist=["get_kind"]).get_kind("tfhub").remote_files(card.source)
+    assert remote.url == f"{kaggle}?tf-hub-format=compressed" and remote.moved_hint is None

@@ -82,6 +82,10 @@ def test_every_tf_kind_stages_and_validates_through_dvc(reg):
     assert fetched["files"][0]["redirected_to"].startswith("https://www.kaggle.com/models/zoo-fixtures/moved-classifier/")
     sandbox.run(["git", "add", "-A"], repo, reg["env"])
     sandbox.run(["git", "commit", "-q", "-m", "stage"], repo, reg["env"])
+    # release diffs see each ONNX target as its own artifact, `<name>-onnx`, beside the card's own
+    diff = json.loads(sandbox.run(["zoo", "diff", "HEAD~1", "HEAD", "--json"], repo, reg["env"]).stdout)
+    assert diff["added"] == {f"{n}-onnx": "onnx" for n in ONNX_TARGETS}
+    assert sorted(diff["changed"]) == sorted(TF)  # staged now: files, io, validation appear
 
 
 def test_forced_restage_in_new_processes_changes_no_byte(reg):

@@ -113,7 +113,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
     from stages import onnxrt
     from stages.convert import onnx_normalize
     from stages.convert.tf_models import build, import_tf
-    from stages.convert.tf_stage import validate
+    from stages.convert.tf_stage import _source_name, validate
     from stages.timing import phase
 
     import_tf()
@@ -137,7 +137,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
                 return onnxrt.run(sess, feeds, f"{card.path}")
 
             validation = validate(card, source, settings, {"model.onnx": run},
-                                  "the source TensorFlow model, deterministic inputs")
+                                  f"{_source_name(card)}, deterministic inputs")
         for name, path in sorted(source.side_files.items()):
             shutil.copyfile(path, out / name)
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)

@@ -261,6 +261,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
 
 
 def _source_name(card) -> str:
-    return {"tfhub": "the downloaded SavedModel's signature",
-            "keras": "the Keras model built from the downloaded weights",
-            "huggingface": "the transformers TensorFlow model"}[card.kind]
+    """The reference every staged file is compared with (first word: the framework that computed it)."""
+    return {"tfhub": "tensorflow SavedModel as downloaded (its signature)",
+            "keras": "tensorflow Keras model built from the downloaded weights",
+            "huggingface": "tensorflow transformers model built from the downloaded weights"}[card.kind]
