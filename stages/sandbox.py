@@ -122,3 +122,5 @@ def new_registry(dest: Path, cards: dict[str, str], environ: dict[str, str], s3:
 def configure_remote(repo: Path, s3: S3Server, environ: dict[str, str]) -> None:
     """Point the `zoo` remote at the local server, in config.local (never in the committed config)."""
     run(["dvc", "remote", "modify", "--local", "zoo", "endpointurl", s3.endpoint], repo, environ)
+    if s3.bucket != BUCKET:  # moto's servers in one process share their buckets: tests keep theirs apart
+        run(["dvc", "remote", "modify", "--local", "zoo", "url", f"s3://{s3.bucket}/dvc"], repo, environ)

@@ -21,11 +21,13 @@ NAMES = ("mnist", "resnet50", "squeezenet")
 
 
 @pytest.fixture(scope="module")
-def reg(tmp_path_factory, mirror_server, demo_fixtures, s3):
+def reg(tmp_path_factory, mirror_server, demo_fixtures):
     env = sandbox.env(mirror_server.url)
-    repo = sandbox.new_registry(tmp_path_factory.mktemp("e2e") / "registry",
-                                {f"onnx/{n}": demo_fixtures[n].card for n in NAMES}, env, s3)
-    return {"repo": repo, "env": env, "s3": s3, "mirror": mirror_server, "tmp": tmp_path_factory.mktemp("e2e-clones")}
+    with sandbox.S3Server(bucket="zoo-e2e-push") as s3:  # its own bucket: the push test counts every object
+        repo = sandbox.new_registry(tmp_path_factory.mktemp("e2e") / "registry",
+                                    {f"onnx/{n}": demo_fixtures[n].card for n in NAMES}, env, s3)
+        yield {"repo": repo, "env": env, "s3": s3, "mirror": mirror_server,
+               "tmp": tmp_path_factory.mktemp("e2e-clones")}
 
 
 def dvc(reg, *args, cwd=None, check=True):
