@@ -122,6 +122,22 @@ def _cmd_diff(args) -> int:
     return 0
 
 
+def _cmd_upstream(args) -> int:
+    from stages import index, upstream
+    from stages.errors import CardError
+
+    cards = index.load_all(args.root)
+    if args.names:
+        unknown = sorted(set(args.names) - {c.name for c in cards})
+        if unknown:
+            raise CardError(f"registry/*/{unknown[0]}.yaml", None, f"no card named {unknown[0]!r}",
+                            "check `ls registry/*/`")
+        cards = [c for c in cards if c.name in args.names]
+    rows = upstream.check(args.root, cards)
+    sys.stdout.write(json.dumps(rows, indent=2, sort_keys=True) + "\n" if args.json else upstream.render_table(rows))
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
 def _cmd_release(args) -> int:
     from stages.release import release
 
@@ -175,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     gcp.add_argument("--cloud", action="store_true", help="also delete unused data from the remote")
     gcp.add_argument("--yes", action="store_true", help="confirm the deletion")
     gcp.set_defaults(func=_cmd_gc)
+    up = sub.add_parser("upstream", help="does every card's pinned upstream still serve the same bytes? "
+                                         "(ok, moved, changed, gone; exit 1 unless all ok)")
+    up.add_argument("names", nargs="*", help="card names (default: every card)")
+    up.add_argument("--json", action="store_true", help="machine-readable output")
+    up.set_defaults(func=_cmd_upstream)
     return parser
 
 

@@ -110,6 +110,19 @@ def load_params(root: Path) -> dict:
                      Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
 
 
+def check_license(card: Card, params: dict) -> None:
+    """A card's licence must be on params.yaml's allow-list (`licenses.allow`) to be staged."""
+    allow = (params.get("licenses") or {}).get("allow")
+    if not isinstance(allow, list):
+        raise StagingError("params.yaml has no `licenses: {allow: [...]}` list",
+                           fix="restore that section from the repository's params.yaml")
+    if card.license.lower() not in {str(a).lower() for a in allow}:
+        raise StagingError(f"{card.path}: licence {card.license!r} is not in params.yaml licenses.allow "
+                           f"({', '.join(map(str, allow))})",
+                           fix="add it there if its terms fit how this zoo is used, or remove the model "
+                               "(`zoo remove`)")
+
+
 def stage_card(root: Path, card_path: Path, target: str | None = None) -> Path:
     """Stage a card from its raw files into registry/<format>/<name>/ and write its manifest.
 
@@ -125,10 +138,12 @@ def stage_card(root: Path, card_path: Path, target: str | None = None) -> Path:
         raise StagingError(f"{card.path}: {fmt!r} is not one of the card's targets ({', '.join((card.format, *card.targets))})",
                            fix=f"add it to the card's `targets:` and run `zoo index`")
     converter = for_card(card, fmt)
-    settings = load_params(root).get(converter.params)
+    params = load_params(root)
+    settings = params.get(converter.params)
     if not isinstance(settings, dict):
         raise StagingError(f"params.yaml has no `{converter.params}:` section (the {converter.name} converter's settings)",
                            fix="restore that section from the repository's params.yaml")
+    check_license(card, params)
     versions = manifest.converter_versions([root / pins for pins in converter.pins])
     raw = RawFolder.open(root / card.raw_dir, card)
     dest = root / card.target_dir(fmt)

@@ -374,6 +374,7 @@ class Fault:
     drop_times: int = 1
     no_range: bool = False
     html_200: bool = False
+    opaque_etag: bool = False  # an ETag that is no content digest (as many CDNs send)
     seen: int = 0
     dropped: int = 0
 
@@ -557,9 +558,11 @@ class MirrorServer:
             self._routes["status"][path] = (status, body)
 
     def fault(self, path: str, *, fail_first: int = 0, fail_status: int = 503, drop_after: int | None = None,
-              drop_times: int = 1, no_range: bool = False, html_200: bool = False) -> None:
+              drop_times: int = 1, no_range: bool = False, html_200: bool = False,
+              opaque_etag: bool = False) -> None:
         with self._lock:
-            self._routes["faults"][path] = Fault(fail_first, fail_status, drop_after, drop_times, no_range, html_200)
+            self._routes["faults"][path] = Fault(fail_first, fail_status, drop_after, drop_times, no_range, html_200,
+                                                 opaque_etag)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -606,6 +609,8 @@ class MirrorServer:
         if fault and fault.html_200:
             return Reply(200, {"Content-Type": "text/html; charset=utf-8"}, RATE_LIMIT_HTML), None
         reply = self._content(parts.path, parse_qs(parts.query))
+        if fault and fault.opaque_etag and "ETag" in reply.headers:
+            reply.headers["ETag"] = f'"cdn-{hashlib.md5(reply.headers["ETag"].encode()).hexdigest()[:12]}"'
         if not (fault and fault.no_range):
             reply = apply_range(reply, headers.get("Range"), headers.get("If-Range"))
         return reply, (fault.drop_after if action == "drop" else None)
