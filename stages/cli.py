@@ -122,6 +122,22 @@ def _cmd_diff(args) -> int:
     return 0
 
 
+def _cmd_verify(args) -> int:
+    from stages.golden import verify
+
+    failed = 0
+    for folder in args.folders:
+        path = Path(folder)
+        result = verify(path if path.is_absolute() else args.root / path)
+        if args.json:
+            print(json.dumps(result, sort_keys=True))
+            continue
+        for filename, rec in result["files"].items():
+            print(f"{result['model']}: {filename} on {result['sets']} golden set(s): max abs {rec['max_abs_error']}, "
+                  f"max rel {rec['max_rel_error']} (atol {rec['atol']}, rtol {rec['rtol']}) ok")
+    return failed
+
+
 def _cmd_upstream(args) -> int:
     from stages import index, upstream
     from stages.errors import CardError
@@ -191,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     gcp.add_argument("--cloud", action="store_true", help="also delete unused data from the remote")
     gcp.add_argument("--yes", action="store_true", help="confirm the deletion")
     gcp.set_defaults(func=_cmd_gc)
+    ver = sub.add_parser("verify", help="run staged models on their golden data (test_data_set_*) and report the errors")
+    ver.add_argument("folders", nargs="+", help="registry/<format>/<name> ...")
+    ver.add_argument("--json", action="store_true", help="machine-readable output")
+    ver.set_defaults(func=_cmd_verify)
     up = sub.add_parser("upstream", help="does every card's pinned upstream still serve the same bytes? "
                                          "(ok, moved, changed, gone; exit 1 unless all ok)")
     up.add_argument("names", nargs="*", help="card names (default: every card)")

@@ -110,6 +110,8 @@ def main() -> int:
         done(t, f"staged folders in the clone: {present}; raw files pulled: {len(raw)}")
         t = step("run the pulled model with ONNX Runtime")
         done(t, run_pulled(clone))
+        t = step(f"zoo verify registry/onnx/{PULL}: the pulled model on its golden data")
+        done(t, sandbox.run(["zoo", "verify", f"registry/onnx/{PULL}"], clone, env).stdout.strip())
         print()
         print(summary(repo))
         print()

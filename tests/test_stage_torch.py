@@ -58,6 +58,11 @@ def test_each_kind_stages_and_matches_pytorch(mirror, torch_cards, tmp_path, nam
         assert {"tokenizer.json", "vocab.txt", "config.json"} <= set(manifest["files"])
     for rel, rec in manifest["files"].items():
         assert sha256_file(root / f"registry/onnx/{name}" / rel) == rec["sha256"]
+    # golden data computed by PyTorch, and the staged model passes `zoo verify` on it
+    from stages.golden import verify
+
+    assert {"test_data_set_0/input_0.pb", "test_data_set_0/output_0.pb"} <= set(manifest["files"])
+    assert verify(root / f"registry/onnx/{name}")["files"]["model.onnx"]["passed"] is True
     assert "torch" in manifest["converter"]["versions"] and "onnxruntime" in manifest["converter"]["versions"]
     assert leftovers(root) == []
 
@@ -92,8 +97,12 @@ def test_external_data_above_the_threshold(mirror, torch_cards, tmp_path):
     root = make_root(tmp_path, {"onnx/tv-squeezenet": torch_cards["tv-squeezenet"].card})
     set_param(root, "external_data_threshold_mb", "0")
     manifest = fetch_and_stage(root, "tv-squeezenet")
-    assert sorted(manifest["files"]) == ["model.onnx", "model.onnx.data"]
+    assert sorted(manifest["files"]) == ["model.onnx", "model.onnx.data", "test_data_set_0/input_0.pb",
+                                         "test_data_set_0/output_0.pb"]
     assert manifest["files"]["model.onnx.data"]["size"] > manifest["files"]["model.onnx"]["size"]
+    from stages.golden import verify  # the external data is found beside model.onnx
+
+    assert verify(root / "registry/onnx/tv-squeezenet")["files"]["model.onnx"]["passed"] is True
     assert manifest["validation"]["passed"] is True
 
 

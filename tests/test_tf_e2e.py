@@ -80,6 +80,11 @@ def test_every_tf_kind_stages_and_validates_through_dvc(reg):
         assert data["model"]["inputs"][0]["shape"][0] == "batch"
     fetched = json.loads((repo / "registry/_raw/tfhub-moved-classifier/_fetch.json").read_text())
     assert fetched["files"][0]["redirected_to"].startswith("https://www.kaggle.com/models/zoo-fixtures/moved-classifier/")
+    # golden data from the source framework beside every staged model; `zoo verify` runs each file on it
+    folders = [f"registry/{FORMATS[n]}/{n}" for n in TF] + [f"registry/onnx/{n}" for n in ONNX_TARGETS]
+    out = sandbox.run(["zoo", "verify", *folders], repo, reg["env"]).stdout
+    assert out.count(" ok\n") == len(TF) + len(ONNX_TARGETS) + 2  # + model.keras and model.h5
+    assert "keras/keras-mobilenet-v2: model.h5 on 1 golden set(s)" in out
     sandbox.run(["git", "add", "-A"], repo, reg["env"])
     sandbox.run(["git", "commit", "-q", "-m", "stage"], repo, reg["env"])
     # release diffs see each ONNX target as its own artifact, `<name>-onnx`, beside the card's own
@@ -95,6 +100,22 @@ def test_forced_restage_in_new_processes_changes_no_byte(reg):
     # every staged file (model.pb, model.keras, model.h5, model.onnx) hashes the same: manifests
     # and dvc.lock are unchanged
     assert sandbox.run(["git", "status", "--porcelain"], reg["repo"], reg["env"]).stdout == ""
+
+
+def test_verify_fails_with_the_numbers_on_tampered_golden_data(reg, tmp_path):
+    import shutil
+
+    from stages.golden import read_tensors, write_set
+
+    folder = tmp_path / "registry/tensorflow/tfhub-tiny-classifier"
+    shutil.copytree(reg["repo"] / "registry/tensorflow/tfhub-tiny-classifier", folder)
+    shutil.copy(reg["repo"] / "registry/tensorflow/tfhub-tiny-classifier.manifest.json", folder.parent)
+    inputs = read_tensors(folder / "test_data_set_0", "input")
+    (name, value), = read_tensors(folder / "test_data_set_0", "output")
+    write_set(folder, inputs, [(name, value + 0.01)])
+    out = sandbox.run(["zoo", "verify", str(folder)], reg["repo"], reg["env"], check=False)
+    assert out.returncode == 5
+    assert "probabilities[model.pb test_data_set_0]: max abs 0.01" in out.stderr
 
 
 def test_tf2onnx_params_change_touches_only_onnx_targets(reg):

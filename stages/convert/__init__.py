@@ -27,7 +27,7 @@ CONVERTERS: dict[str, Converter] = {
     "torch": Converter("torch", "stage-torch", "stages.convert.torch_export", "torch",
                        ("stages/pins/torch.txt", "stages/pins/transformers.txt", "stages/pins/onnx.txt")),
     "tensorflow": Converter("tensorflow", "stage-tensorflow", "stages.convert.tf_stage", "tensorflow",
-                            ("stages/pins/tensorflow.txt", "stages/pins/transformers.txt")),
+                            ("stages/pins/tensorflow.txt", "stages/pins/transformers.txt", "stages/pins/onnx.txt")),
     "tf2onnx": Converter("tf2onnx", "stage-tf2onnx", "stages.convert.tf2onnx_stage", "tf2onnx",
                          ("stages/pins/tensorflow.txt", "stages/pins/transformers.txt", "stages/pins/tf2onnx.txt",
                           "stages/pins/onnx.txt")),

@@ -113,7 +113,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
     from stages import onnxrt
     from stages.convert import onnx_normalize
     from stages.convert.tf_models import build, import_tf
-    from stages.convert.tf_stage import _source_name, validate
+    from stages.convert.tf_stage import _source_name, golden_data, validate
     from stages.timing import phase
 
     import_tf()
@@ -138,6 +138,8 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
 
             validation = validate(card, source, settings, {"model.onnx": run},
                                   f"{_source_name(card)}, deterministic inputs")
+        with phase("golden"):
+            golden_data(source, settings, out)
         for name, path in sorted(source.side_files.items()):
             shutil.copyfile(path, out / name)
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)
@@ -154,6 +156,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             "inputs": [s.record() for s in inputs],
             "outputs": [s.record() for s in outputs],
             **{k: v for k, v in source.info.items() if k != "keras_name"},
+            "golden_data": "test_data_set_0: outputs computed by the source TensorFlow model",
         },
         "validation": validation,
     }

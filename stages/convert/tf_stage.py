@@ -223,6 +223,15 @@ def keras_files(card, source, out: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- the stage
 
+def golden_data(source, settings: dict, out: Path) -> None:
+    """test_data_set_0 beside the staged files: the first case's inputs, outputs from the SOURCE model."""
+    from stages.golden import write_set
+
+    _, feeds = next(iter(cases(source, settings)))
+    expected = source.reference(feeds)
+    write_set(out, [(s.name, feeds[s.name]) for s in source.inputs], [(n, expected[n]) for n in source.outputs])
+
+
 def stage(card, raw, out: Path, settings: dict) -> dict:
     from stages.convert.tf_models import build, import_tf
     from stages.timing import phase
@@ -242,6 +251,8 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             runners["model.pb"] = frozen_runner(out / "model.pb", inputs, outputs)
             validation = validate(card, source, settings, dict(sorted(runners.items())),
                                   f"{_source_name(card)}, deterministic inputs")
+        with phase("golden"):
+            golden_data(source, settings, out)
         for name, path in sorted(source.side_files.items()):
             shutil.copyfile(path, out / name)
     import tensorflow as tf
@@ -255,6 +266,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             "outputs": outputs,
             "tensorflow": tf.__version__,
             **source.info,
+            "golden_data": f"test_data_set_0: outputs computed by the source model (TensorFlow {tf.__version__})",
         },
         "validation": validation,
     }

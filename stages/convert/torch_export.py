@@ -111,6 +111,21 @@ def _validate(built, onnx_path: Path, settings: dict, card, onnx_settings: dict)
     return comparison.record("pytorch model, deterministic inputs")
 
 
+def golden_data(built, settings: dict, out: Path) -> None:
+    """test_data_set_0 beside model.onnx: deterministic inputs at batch 1, outputs from the PyTorch model."""
+    import numpy as np
+    import torch
+
+    from stages.golden import write_set
+
+    feeds = built.make_inputs(1, min(settings["sequence_lengths"]) if built.text else None, 0)
+    with torch.no_grad():
+        result = built.module(*(torch.from_numpy(feeds[n]) for n in built.input_names))
+    result = result if isinstance(result, (tuple, list)) else (result,)
+    write_set(out, [(n, feeds[n]) for n in built.input_names],
+              [(n, np.asarray(r.detach().numpy())) for n, r in zip(built.output_names, result)])
+
+
 def stage(card, raw, out: Path, settings: dict) -> dict:
     import onnx
     import torch
@@ -137,6 +152,8 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
                                    f"{str(exc).splitlines()[0][:300]}",
                                    fix="an exporter bug: try the other exporter (params.yaml torch.exporter)") from None
             validation = _validate(built, out / "model.onnx", settings, card, {"threads": 1})
+        with phase("golden"):
+            golden_data(built, settings, out)
         for name, path in sorted(built.side_files.items()):
             shutil.copyfile(path, out / name)
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)
@@ -151,6 +168,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             "outputs": [s.record() for s in outputs],
             "parameters": int(sum(p.numel() for p in built.module.parameters())) if hasattr(built.module, "parameters") else None,
             **built.info,
+            "golden_data": f"test_data_set_0: outputs computed by PyTorch {torch.__version__}",
         },
         "validation": validation,
     }
