@@ -75,6 +75,7 @@ def env(mirror: str | None = None, **extra: str) -> dict[str, str]:
     out.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{out.get('PATH', '')}",
                DVC_NO_ANALYTICS="1", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_XET="1",
                ZOO_PROGRESS="0", ZOO_RETRY_BACKOFF=out.get("ZOO_RETRY_BACKOFF", "0.05"),
+               TF_CPP_MIN_LOG_LEVEL=out.get("TF_CPP_MIN_LOG_LEVEL", "3"),
                GIT_AUTHOR_NAME="zoo", GIT_AUTHOR_EMAIL="zoo@localhost",
                GIT_COMMITTER_NAME="zoo", GIT_COMMITTER_EMAIL="zoo@localhost", NO_PROXY="127.0.0.1,localhost")
     for key in ("ZOO_ROOT", "ZOO_MIRROR"):
