@@ -156,3 +156,19 @@ def test_huggingface_tf_from_pytorch_weights(mirror, mirror_root, tmp_path):
     root = make_root(tmp_path / "no-tf", {f"{fmt}/{name}": without})
     with pytest.raises(StagingError, match=r"no weights in a usable format \(tf_model.h5.*from_pytorch: true"):
         fetch_card(root, Path(path))
+
+
+def test_a_tf_classifier_stages_its_labels_in_both_formats(mirror, mirror_root, tmp_path):
+    """transformers' id2label, in output order, as labels.txt beside model.pb and the ONNX target's model.onnx."""
+    from stages.mirror import torch_fixtures
+
+    pt = torch_fixtures.build_tiny_bert_cls(mirror_root).card
+    text = (pt.replace("name: tiny-bert-cls", "name: tiny-bert-cls-tf").replace("format: onnx", "format: tensorflow")
+            .replace("framework: pytorch", "framework: tensorflow").replace("source:\n", "targets: [tensorflow, onnx]\nsource:\n")
+            + "  from_pytorch: true\n")
+    root, name, fmt = fetch_then_stage(tmp_path, text)
+    stage_card(root, Path(f"registry/{fmt}/{name}.yaml"), "onnx")
+    for folder in ("tensorflow", "onnx"):
+        manifest = json.loads((root / f"registry/{folder}/{name}.manifest.json").read_text())
+        assert manifest["model"]["labels"] == 3 and "labels.txt" in manifest["files"]
+        assert (root / f"registry/{folder}/{name}/labels.txt").read_text() == "negative\nneutral\npositive\n"

@@ -63,6 +63,14 @@ def test_each_kind_stages_and_matches_pytorch(mirror, torch_cards, tmp_path, nam
 
     assert {"test_data_set_0/input_0.pb", "test_data_set_0/output_0.pb"} <= set(manifest["files"])
     assert verify(root / f"registry/onnx/{name}")["files"]["model.onnx"]["passed"] is True
+    # class names from the source's own metadata: torchvision's weights meta, the model's id2label
+    labels_file = root / f"registry/onnx/{name}/labels.txt"
+    expected = {"tv-squeezenet": 1000, "tiny-bert-cls": 3}.get(name)
+    assert model.get("labels") == expected and labels_file.exists() == bool(expected)
+    if name == "tv-squeezenet":
+        assert labels_file.read_text().splitlines()[:2] == ["tench", "goldfish"]
+    if name == "tiny-bert-cls":
+        assert labels_file.read_text() == "negative\nneutral\npositive\n"
     assert "torch" in manifest["converter"]["versions"] and "onnxruntime" in manifest["converter"]["versions"]
     assert leftovers(root) == []
 

@@ -140,6 +140,9 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
                                   f"{_source_name(card)}, deterministic inputs")
         with phase("golden"):
             golden_data(source, settings, out)
+            from stages.golden import write_labels
+
+            labels = write_labels(out, source.labels)
         for name, path in sorted(source.side_files.items()):
             shutil.copyfile(path, out / name)
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)
@@ -157,6 +160,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             "outputs": [s.record() for s in outputs],
             **{k: v for k, v in source.info.items() if k != "keras_name"},
             "golden_data": "test_data_set_0: outputs computed by the source TensorFlow model",
+            **({"labels": labels} if labels else {}),
         },
         "validation": validation,
     }

@@ -88,6 +88,7 @@ class TFSource:
     keras_model: Any = None
     side_files: dict[str, Path] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] | None = None  # a classifier's class names, in output order (labels.txt)
 
 
 def signature_specs(fn) -> list[TensorSpec]:
@@ -295,8 +296,10 @@ def build_huggingface_tf(card, raw, settings, workdir: Path) -> TFSource:
 
     side = {p.name: p for p in files if p.suffix not in (".h5", ".bin", ".safetensors", ".msgpack")
             and not p.name.endswith(".index.json")}
+    from stages.golden import hf_labels
+
     return TFSource(fn=fn, inputs=signature_specs(fn), outputs=outputs, make_inputs=make_inputs,
-                    reference=reference, text=True, side_files=side,
+                    reference=reference, text=True, side_files=side, labels=hf_labels(config, spec.task),
                     info={"architecture": (config.get("architectures") or ["?"])[0], "task": spec.task,
                           "weights": "pytorch (safetensors)" if spec.from_pytorch else "tensorflow (tf_model.h5)"})
 

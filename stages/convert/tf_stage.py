@@ -253,6 +253,9 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
                                   f"{_source_name(card)}, deterministic inputs")
         with phase("golden"):
             golden_data(source, settings, out)
+            from stages.golden import write_labels
+
+            labels = write_labels(out, source.labels)
         for name, path in sorted(source.side_files.items()):
             shutil.copyfile(path, out / name)
     import tensorflow as tf
@@ -267,6 +270,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             "tensorflow": tf.__version__,
             **source.info,
             "golden_data": f"test_data_set_0: outputs computed by the source model (TensorFlow {tf.__version__})",
+            **({"labels": labels} if labels else {}),
         },
         "validation": validation,
     }

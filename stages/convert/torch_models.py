@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from stages.archives import check_entry_name
+from stages.golden import hf_labels
 from stages.errors import StagingError, UnsafeArchiveError
 
 
@@ -30,6 +31,7 @@ class Built:
     text: bool = False
     side_files: dict[str, Path] = field(default_factory=dict)  # staged beside model.onnx
     info: dict[str, Any] = field(default_factory=dict)  # manifest extras
+    labels: list[str] | None = None  # a classifier's class names, in output order (labels.txt)
 
 
 def _vision(module, shape: tuple[int, ...], info: dict, name: str = "input", output: str = "logits") -> Built:
@@ -87,7 +89,9 @@ def build_torchvision(card, raw, settings) -> Built:
     _load_strict(module, load_state_dict(raw.file("weights"), card), card)
     crop = getattr(weights.transforms(), "crop_size", [224])[0]
     shape = spec.input_shape or (1, 3, crop, crop)
-    return _vision(module, shape, {"architecture": f"torchvision.models.{spec.model}", "weights": spec.weights})
+    built = _vision(module, shape, {"architecture": f"torchvision.models.{spec.model}", "weights": spec.weights})
+    built.labels = list(weights.meta.get("categories") or []) or None  # the weights' own meta
+    return built
 
 
 def build_timm(card, raw, settings) -> Built:
@@ -233,6 +237,7 @@ def build_huggingface(card, raw, settings) -> Built:
         built = _vision(_HFWrapper(module, ["pixel_values"], ["logits"]), (1, config.get("num_channels", 3), size, size),
                         {}, name="pixel_values")
         built.info = {"architecture": (config.get("architectures") or ["?"])[0]}
+        built.labels = hf_labels(config, spec.task)
         return built
     forward = module.forward.__code__.co_varnames
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in forward]
@@ -256,7 +261,7 @@ def build_huggingface(card, raw, settings) -> Built:
     return Built(module=_HFWrapper(module, names, outputs), input_names=names, output_names=outputs,
                  make_inputs=make_inputs, dynamic={n: {0: "batch", 1: "sequence"} for n in names}, text=True,
                  side_files=side, info={"architecture": (config.get("architectures") or ["?"])[0],
-                                        "task": spec.task})
+                                        "task": spec.task}, labels=hf_labels(config, spec.task))
 
 
 def _hf_wrapper_class():
