@@ -105,7 +105,7 @@ def test_external_data_above_the_threshold(mirror, torch_cards, tmp_path):
     root = make_root(tmp_path, {"onnx/tv-squeezenet": torch_cards["tv-squeezenet"].card})
     set_param(root, "external_data_threshold_mb", "0")
     manifest = fetch_and_stage(root, "tv-squeezenet")
-    assert sorted(manifest["files"]) == ["model.onnx", "model.onnx.data", "test_data_set_0/input_0.pb",
+    assert sorted(manifest["files"]) == ["labels.txt", "model.onnx", "model.onnx.data", "test_data_set_0/input_0.pb",
                                          "test_data_set_0/output_0.pb"]
     assert manifest["files"]["model.onnx.data"]["size"] > manifest["files"]["model.onnx"]["size"]
     from stages.golden import verify  # the external data is found beside model.onnx
