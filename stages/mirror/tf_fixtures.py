@@ -14,8 +14,9 @@
 - Hugging Face: a TF BERT repo (`config.json`, `tf_model.h5`, tokenizer files), as
   `TFBertModel.save_pretrained` writes it.
 
-Weights are seeded and scaled so outputs vary (a randomly initialised MobileNetV2 outputs a
-uniform softmax, which would make every comparison pass trivially). SavedModel and HDF5 bytes
+Weights are seeded and calibrated so outputs depend on the input (a default-initialised
+MobileNetV2 outputs an exactly uniform softmax, merely random weights one that is the same for
+every input: either would make every comparison pass trivially). SavedModel and HDF5 bytes
 are cached in the root: the builders are idempotent, and a rebuild into the same root reuses them.
 """
 
@@ -211,7 +212,15 @@ def tfhub_migrated_403(root: Path) -> str:
 # ----------------------------------------------------------------------------- Keras applications
 
 def informative_weights(model, seed: int) -> None:
-    """Seeded weights that make outputs vary: He-scaled kernels, BatchNorm statistics off identity."""
+    """Seeded weights whose outputs depend on the input: He-scaled kernels, random BatchNorm affine
+    terms, and BatchNorm moving statistics calibrated on one seeded batch.
+
+    Random moving statistics alone do not renormalise the activations: the input's part shrinks
+    ~10x per block while the BatchNorm offsets stay, and MobileNetV2's softmax came out identical
+    (to 1e-9) for every input. So every BatchNorm gets the batch statistics it sees in one
+    training-mode pass with momentum 0 (all layers at once: each sees the already-normalised
+    layers before it, which is what inference then computes).
+    """
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -233,6 +242,13 @@ def informative_weights(model, seed: int) -> None:
                 array = rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), value.shape)
             new.append(array.astype(value.dtype))
         layer.set_weights(new)
+    norms = [layer for layer in model.layers if "moving_mean" in {v.path.split("/")[-1] for v in layer.weights}]
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(rng.uniform(-1.0, 1.0, (8, *model.input_shape[1:])).astype(np.float32), training=True)
+    for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
 
 
 KERAS_MOBILENET = ("MobileNetV2", True, (96, 96, 3), {"alpha": 0.35})
