@@ -98,6 +98,14 @@ def has_batch_dim(specs: list[TensorSpec]) -> bool:
     return bool(specs) and all(s.shape and not (isinstance(s.shape[0], int) and s.shape[0] > 0) for s in specs)
 
 
+def model_record(model) -> dict:
+    """The manifest's description of an ONNX model: IR version, opsets, producer, inputs and outputs."""
+    inputs, outputs = io_specs(model)
+    return {"ir_version": int(model.ir_version), "opset": opsets(model),
+            "producer": f"{model.producer_name} {model.producer_version}".strip(),
+            "inputs": [s.record() for s in inputs], "outputs": [s.record() for s in outputs]}
+
+
 def session(path: Path, settings: dict):
     """An ONNX Runtime CPU session, single-threaded so repeated runs give identical numbers."""
     import onnxruntime as ort

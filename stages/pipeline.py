@@ -136,7 +136,7 @@ def stage_card(root: Path, card_path: Path, target: str | None = None) -> Path:
     fmt = target or card.format
     if fmt != card.format and fmt not in card.targets:
         raise StagingError(f"{card.path}: {fmt!r} is not one of the card's targets ({', '.join((card.format, *card.targets))})",
-                           fix=f"add it to the card's `targets:` and run `zoo index`")
+                           fix="add it to the card's `targets:` and run `zoo index`")
     converter = for_card(card, fmt)
     params = load_params(root)
     settings = params.get(converter.params)

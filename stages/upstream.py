@@ -40,7 +40,7 @@ def _url(remote) -> str:
     return f"https://huggingface.co/{remote.hf_repo}/resolve/{remote.hf_revision}/{remote.hf_path}"
 
 
-def _head(session, url: str) -> tuple[int, dict, list[str]]:
+def _head(session, url: str):
     """HEAD with redirects followed by hand through the mirror: (status, headers, upstream hops)."""
     from urllib.parse import urljoin
 
@@ -55,13 +55,13 @@ def _head(session, url: str) -> tuple[int, dict, list[str]]:
             hops.append(upstream)
             current = mirror_url(urljoin(current, resp.headers["Location"]))
             continue
-        return resp.status_code, dict(resp.headers), hops
+        return resp.status_code, resp.headers, hops
     raise FetchError(url, f"more than {MAX_REDIRECTS} redirects", fix="check the URL; the upstream may loop")
 
 
 def _etag_digest(headers: dict) -> str | None:
     """The hub's content digest when the ETag is one (Hugging Face's X-Linked-Etag first)."""
-    for key in ("X-Linked-Etag", "x-linked-etag", "ETag", "Etag", "etag"):
+    for key in ("X-Linked-Etag", "ETag"):  # requests' headers: case-insensitive
         value = headers.get(key)
         if value:
             value = value.strip()
@@ -100,7 +100,7 @@ def check_file(session, remote, expected: dict) -> FileStatus:
         return FileStatus(remote.filename, url, "moved" if hops else "ok", moved or "same digest", "etag")
     with tempfile.TemporaryDirectory(prefix="zoo-upstream-") as tmp:  # nothing cheaper settles it: hash it
         try:
-            _, actual = download(url, Path(tmp) / "file", None, session=session, md5=None)
+            _, actual = download(url, Path(tmp) / "file", None, session=session)
         except FetchError as exc:
             return FileStatus(remote.filename, url, "gone", str(exc).split("; ")[0][:200], "hash")
     if sha256 and actual != sha256:

@@ -78,3 +78,17 @@ def check_finite(outputs: dict[str, Any], case: str) -> list[dict]:
         if value.dtype.kind in "fc" and not np.isfinite(value).all():
             bad.append({"output": name, "case": case, "problem": f"{int((~np.isfinite(value)).sum())} non-finite values"})
     return bad
+
+
+def text_feeds(names: list[str], vocab: int, batch: int, seq: int, case: int, dtype: str) -> dict[str, Any]:
+    """Deterministic transformer inputs: random token ids, and for batch > 1 a half-padded last row
+    (the attention mask must survive an export or a freeze)."""
+    import numpy as np
+
+    rng = np.random.default_rng([1, case])
+    feeds = {"input_ids": rng.integers(0, vocab, size=(batch, seq)).astype(dtype),
+             "attention_mask": np.ones((batch, seq), dtype=dtype),
+             "token_type_ids": np.zeros((batch, seq), dtype=dtype)}
+    if batch > 1:
+        feeds["attention_mask"][-1, seq // 2:] = 0
+    return {n: feeds[n] for n in names}

@@ -61,3 +61,17 @@ def test_a_changed_size_is_caught_without_a_digest(mirror, mirror_root, tmp_path
     out = zoo(root, "--json")
     (row,) = json.loads(out.stdout)
     assert (row["status"], row["files"][0]["checked_by"]) == ("changed", "size")
+
+
+def test_a_hugging_face_repo_is_settled_by_the_hubs_own_digests(mirror, mirror_root, tmp_path, monkeypatch):
+    """Hub files answer HEAD with X-Linked-Etag (sha256, LFS files) or ETag (git blob id): no download."""
+    from stages.mirror import torch_fixtures
+
+    text = torch_fixtures.build_tiny_bert(mirror_root).card
+    root = make_root(tmp_path, {"onnx/tiny-bert": text})
+    monkeypatch.setenv("ZOO_MIRROR", mirror.url)
+    out = zoo(root, "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    (row,) = json.loads(out.stdout)
+    assert row["status"] == "ok" and len(row["files"]) >= 4
+    assert {f["checked_by"] for f in row["files"]} == {"etag"}

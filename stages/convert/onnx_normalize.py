@@ -123,12 +123,7 @@ def canonical_initializers(model: "onnx.ModelProto") -> "onnx.ModelProto":
                     node.input[i] = renames[name]
     for info in graph.value_info:
         info.name = renames.get(info.name, info.name)
-    ordered = sorted(graph.initializer, key=lambda t: t.name)
-    copies = [type(t)() for t in ordered]
-    for copy, tensor in zip(copies, ordered):
-        copy.CopyFrom(tensor)
-    del graph.initializer[:]
-    graph.initializer.extend(copies)
+    graph.initializer.sort(key=lambda t: t.name)
     return model
 
 
@@ -151,10 +146,6 @@ def canonical_names(model: "onnx.ModelProto") -> "onnx.ModelProto":
     graph = model.graph
     keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {t.name for t in graph.initializer}
     outputs_of = {v.name for v in graph.output}
-    producers = {}
-    for index, node in enumerate(graph.node):
-        for out in node.output:
-            producers[out] = index
     digests: dict[int, str] = {}
     names: dict[str, str] = {}
 
@@ -199,12 +190,8 @@ def canonical_names(model: "onnx.ModelProto") -> "onnx.ModelProto":
             pending[j] -= 1
             if pending[j] == 0:
                 heapq.heappush(ready, (graph.node[j].name, j))
-    nodes = [type(graph.node[i])() for i in order]
-    for copy, i in zip(nodes, order):
-        copy.CopyFrom(graph.node[i])
-    del graph.node[:]
-    graph.node.extend(nodes)
-    del producers
+    rank = {graph.node[i].name: k for k, i in enumerate(order)}  # node names are unique by now
+    graph.node.sort(key=lambda n: rank[n.name])
     return model
 
 

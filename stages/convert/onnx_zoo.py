@@ -100,11 +100,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
     validation["generated_runs"] = len(batches)
     return {
         "model": {
-            "ir_version": int(model.ir_version),
-            "opset": onnxrt.opsets(model),
-            "producer": f"{model.producer_name} {model.producer_version}".strip(),
-            "inputs": [s.record() for s in inputs],
-            "outputs": [s.record() for s in outputs],
+            **onnxrt.model_record(model),
             "staged_as_downloaded": True,
         },
         "validation": validation,

@@ -13,7 +13,6 @@ SOURCE model in ONNX Runtime at every batch size (and sequence length) in params
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -113,7 +112,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
     from stages import onnxrt
     from stages.convert import onnx_normalize
     from stages.convert.tf_models import build, import_tf
-    from stages.convert.tf_stage import _source_name, golden_data, validate
+    from stages.convert.tf_stage import _source_name, finish, validate
     from stages.timing import phase
 
     import_tf()
@@ -138,26 +137,15 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
 
             validation = validate(card, source, settings, {"model.onnx": run},
                                   f"{_source_name(card)}, deterministic inputs")
-        with phase("golden"):
-            golden_data(source, settings, out)
-            from stages.golden import write_labels
-
-            labels = write_labels(out, source.labels)
-        for name, path in sorted(source.side_files.items()):
-            shutil.copyfile(path, out / name)
+        labels = finish(source, settings, out)
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)
-    inputs, outputs = onnxrt.io_specs(model)
     import tf2onnx
 
     return {
         "model": {
-            "ir_version": int(model.ir_version),
-            "opset": onnxrt.opsets(model),
-            "producer": f"{model.producer_name} {model.producer_version}".strip(),
+            **onnxrt.model_record(model),
             "exporter": f"tf2onnx {tf2onnx.__version__} ({'from_keras' if source.keras_model is not None else 'from_function'})",
             **({"layout": "NHWC"} if any(len(s.shape) == 4 for s in source.inputs) else {}),
-            "inputs": [s.record() for s in inputs],
-            "outputs": [s.record() for s in outputs],
             **{k: v for k, v in source.info.items() if k != "keras_name"},
             "golden_data": "test_data_set_0: outputs computed by the source TensorFlow model",
             **({"labels": labels} if labels else {}),

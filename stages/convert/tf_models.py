@@ -248,7 +248,6 @@ HF_TF_CLASSES = {
 def build_huggingface_tf(card, raw, settings, workdir: Path) -> TFSource:
     spec = card.source
     tf = import_tf()
-    import numpy as np
     import transformers
 
     config = json.loads(raw.file_named("config.json").read_text())
@@ -281,14 +280,9 @@ def build_huggingface_tf(card, raw, settings, workdir: Path) -> TFSource:
     vocab = int(config.get("vocab_size", 100))
 
     def make_inputs(batch: int, seq: int | None, case: int) -> dict[str, Any]:
-        rng = np.random.default_rng([1, case])
-        seq = seq or 8
-        feeds = {"input_ids": rng.integers(0, vocab, size=(batch, seq)).astype(np.int32),
-                 "attention_mask": np.ones((batch, seq), dtype=np.int32),
-                 "token_type_ids": np.zeros((batch, seq), dtype=np.int32)}
-        if batch > 1:
-            feeds["attention_mask"][-1, seq // 2:] = 0  # a padded row: masking must survive freezing
-        return {n: feeds[n] for n in names}
+        from stages.validate import text_feeds
+
+        return text_feeds(names, vocab, batch, seq or 8, case, "int32")
 
     def reference(feeds: dict[str, Any]) -> dict[str, Any]:
         result = model(**{k: tf.constant(v) for k, v in feeds.items()}, training=False, return_dict=True)

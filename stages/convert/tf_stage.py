@@ -71,7 +71,7 @@ def freeze(card, source) -> tuple[Any, list[dict], list[dict]]:
                                "signature (`source.signature`) or another model") from None
     graph_def = frozen.graph.as_graph_def()
     n = len(source.inputs)
-    leftover = [t for t in frozen.inputs[n:]]
+    leftover = list(frozen.inputs[n:])
     stateful = sorted({node.op for node in _all_nodes(graph_def) if node.op in TABLE_OPS | VARIABLE_OPS})
     if leftover or stateful:
         what = ", ".join(stateful) or f"{len(leftover)} captured resource(s)"
@@ -102,12 +102,7 @@ def write_graph(graph_def, path: Path) -> None:
     processes): the same nodes with the same contents, but the folded variables' constants
     (`unknown_36`...) land at different places in the node list on every run.
     """
-    nodes = sorted(graph_def.node, key=lambda n: n.name)
-    copies = [type(n)() for n in nodes]
-    for copy, node in zip(copies, nodes):
-        copy.CopyFrom(node)
-    del graph_def.node[:]
-    graph_def.node.extend(copies)
+    graph_def.node.sort(key=lambda n: n.name)
     path.write_bytes(graph_def.SerializeToString(deterministic=True))
 
 
@@ -223,13 +218,20 @@ def keras_files(card, source, out: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- the stage
 
-def golden_data(source, settings: dict, out: Path) -> None:
-    """test_data_set_0 beside the staged files: the first case's inputs, outputs from the SOURCE model."""
-    from stages.golden import write_set
+def finish(source, settings: dict, out: Path) -> int | None:
+    """What every TensorFlow-side stage writes beside its model: test_data_set_0 (the first case's
+    inputs, outputs from the SOURCE model), labels.txt and the side files; returns the label count."""
+    from stages.golden import write_labels, write_set
+    from stages.timing import phase
 
-    _, feeds = next(iter(cases(source, settings)))
-    expected = source.reference(feeds)
-    write_set(out, [(s.name, feeds[s.name]) for s in source.inputs], [(n, expected[n]) for n in source.outputs])
+    with phase("golden"):
+        _, feeds = next(iter(cases(source, settings)))
+        expected = source.reference(feeds)
+        write_set(out, [(s.name, feeds[s.name]) for s in source.inputs], [(n, expected[n]) for n in source.outputs])
+        labels = write_labels(out, source.labels)
+    for name, path in sorted(source.side_files.items()):
+        shutil.copyfile(path, out / name)
+    return labels
 
 
 def stage(card, raw, out: Path, settings: dict) -> dict:
@@ -251,13 +253,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             runners["model.pb"] = frozen_runner(out / "model.pb", inputs, outputs)
             validation = validate(card, source, settings, dict(sorted(runners.items())),
                                   f"{_source_name(card)}, deterministic inputs")
-        with phase("golden"):
-            golden_data(source, settings, out)
-            from stages.golden import write_labels
-
-            labels = write_labels(out, source.labels)
-        for name, path in sorted(source.side_files.items()):
-            shutil.copyfile(path, out / name)
+        labels = finish(source, settings, out)
     import tensorflow as tf
 
     return {

@@ -159,15 +159,10 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
         for name, path in sorted(built.side_files.items()):
             shutil.copyfile(path, out / name)
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)
-    inputs, outputs = onnxrt.io_specs(model)
     return {
         "model": {
-            "ir_version": int(model.ir_version),
-            "opset": onnxrt.opsets(model),
-            "producer": f"{model.producer_name} {model.producer_version}".strip(),
+            **onnxrt.model_record(model),
             "exporter": exporter,
-            "inputs": [s.record() for s in inputs],
-            "outputs": [s.record() for s in outputs],
             "parameters": int(sum(p.numel() for p in built.module.parameters())) if hasattr(built.module, "parameters") else None,
             **built.info,
             "golden_data": f"test_data_set_0: outputs computed by PyTorch {torch.__version__}",

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from stages.archives import check_entry_name
 from stages.golden import hf_labels
+from stages.validate import text_feeds
 from stages.errors import StagingError, UnsafeArchiveError
 
 
@@ -205,7 +206,6 @@ HF_TASK_CLASSES = {
 
 
 def build_huggingface(card, raw, settings) -> Built:
-    import numpy as np
     import torch
     import transformers
 
@@ -247,14 +247,7 @@ def build_huggingface(card, raw, settings) -> Built:
     outputs = [k for k, v in probe.items() if isinstance(v, torch.Tensor)]
 
     def make_inputs(batch: int, seq: int | None, case: int) -> dict[str, Any]:
-        rng = np.random.default_rng([1, case])
-        seq = seq or 8
-        feeds = {"input_ids": rng.integers(0, vocab, size=(batch, seq)).astype(np.int64),
-                 "attention_mask": np.ones((batch, seq), dtype=np.int64),
-                 "token_type_ids": np.zeros((batch, seq), dtype=np.int64)}
-        if batch > 1:
-            feeds["attention_mask"][-1, seq // 2:] = 0  # a padded row: masking must survive the export
-        return {n: feeds[n] for n in names}
+        return text_feeds(names, vocab, batch, seq or 8, case, "int64")
 
     side = {p.name: p for p in raw.all("repo") if p.name != "model.safetensors" and p.suffix not in (".bin", ".safetensors")
             and not p.name.endswith(".index.json")}

@@ -45,6 +45,20 @@ class RemoteFile:
         return out
 
 
+def parse_shape(fields, key: str = "input_shape", required: bool = False,
+                example: str = "[1, 3, 224, 224] (the leading dim is the batch)") -> tuple[int, ...] | None:
+    """A card's shape field: a non-empty list of positive ints, as a tuple."""
+    from stages.errors import CardError
+
+    value = fields.raw(key, required=required)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(d, int) and d > 0 for d in value):
+        raise CardError(fields.path, fields.key(key), f"expected a list of positive ints, got {value!r}",
+                        f"write e.g. `{key}: {example}`")
+    return tuple(value)
+
+
 class SourceKind(ABC):
     """Base class of a card's `source.kind`; subclasses register with @stages.sources.register."""
 

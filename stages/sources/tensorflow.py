@@ -17,24 +17,13 @@ from urllib.parse import urlsplit
 
 from stages.errors import CardError, StagingError
 from stages.sources import register
-from stages.sources.base import RemoteFile, SourceKind
+from stages.sources.base import RemoteFile, SourceKind, parse_shape
 
 TFHUB_HOSTS = ("tfhub.dev", "www.kaggle.com", "kaggle.com")
 TFHUB_FORMAT_QUERY = "tf-hub-format=compressed"
 MIGRATED_HINT = ("tfhub.dev moved to Kaggle Models: open the handle in a browser, pin the Kaggle handle it "
                  "leads to (https://www.kaggle.com/models/...) with `zoo pin`")
 MD5_RE = re.compile(r"^[0-9a-f]{32}$")
-
-
-def _input_shape(fields, key: str = "input_shape", required: bool = False, batch: bool = True) -> tuple | None:
-    value = fields.raw(key, required=required)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not value or not all(isinstance(d, int) and d > 0 for d in value):
-        example = "[1, 224, 224, 3] (the leading dim is the batch)" if batch else "[224, 224, 3] (no batch dim)"
-        raise CardError(fields.path, fields.key(key), f"expected a list of positive ints, got {value!r}",
-                        f"write e.g. `{key}: {example}`")
-    return tuple(value)
 
 
 def _scalars(fields, key: str) -> tuple:
@@ -83,7 +72,7 @@ class TFHub(SourceKind):
                             "pin a version: a handle without one follows the newest upload")
         signature = fields.str("signature", required=False, pattern=re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$"))
         return TFHubSpec(kind=cls.kind, handle=handle, sha256=fields.sha256(), signature=signature,
-                         input_shape=_input_shape(fields))
+                         input_shape=parse_shape(fields, example="[1, 224, 224, 3] (the leading dim is the batch)"))
 
     @classmethod
     def remote_files(cls, spec: TFHubSpec) -> list[RemoteFile]:
@@ -124,7 +113,7 @@ class KerasApplication(SourceKind):
         return KerasSpec(kind=cls.kind, application=fields.str("application", pattern=re.compile(r"^[A-Z][A-Za-z0-9]+$"),
                                                                   hint="write the class name, e.g. MobileNetV2"),
                          weights=weights, include_top=fields.boolean("include_top", default=True),
-                         input_shape=_input_shape(fields, batch=False), kwargs=kwargs,
+                         input_shape=parse_shape(fields, example="[224, 224, 3] (no batch dim, as keras.applications)"), kwargs=kwargs,
                          url=fields.url("url", required=False), sha256=fields.sha256(required=False))
 
     @classmethod

@@ -14,19 +14,9 @@ from typing import Any
 
 from stages.errors import CardError
 from stages.sources import hub, register
-from stages.sources.base import RemoteFile, SourceKind
+from stages.sources.base import RemoteFile, SourceKind, parse_shape
 
 TORCH_HUB_PREFIX_RE = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
-
-
-def _shape(fields, key: str = "input_shape", required: bool = False) -> tuple[int, ...] | None:
-    value = fields.raw(key, required=required)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not value or not all(isinstance(d, int) and d > 0 for d in value):
-        raise CardError(fields.path, fields.key(key), f"expected a list of positive ints, got {value!r}",
-                        f"write e.g. `{key}: [1, 3, 224, 224]` (the leading dim is the batch)")
-    return tuple(value)
 
 
 @dataclass(frozen=True)
@@ -52,7 +42,7 @@ class Torchvision(SourceKind):
             weights=fields.str("weights", pattern=re.compile(r"^[A-Z0-9_]+$"),
                                hint="write the enum member, e.g. IMAGENET1K_V2"),
             url=fields.url("url", required=False), sha256=fields.sha256(required=False),
-            input_shape=_shape(fields))
+            input_shape=parse_shape(fields))
 
     @staticmethod
     def weights_enum(spec: TorchvisionSpec):
@@ -142,7 +132,7 @@ class TorchHub(SourceKind):
             sub.done()
         return TorchHubSpec(kind=cls.kind, repo=repo, ref=ref, sha256=fields.sha256(),
                             entrypoint=fields.str("entrypoint", pattern=re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")),
-                            kwargs=tuple(sorted(kwargs.items())), input_shape=_shape(fields, required=True),
+                            kwargs=tuple(sorted(kwargs.items())), input_shape=parse_shape(fields, required=True),
                             weights=weights)
 
     @classmethod
@@ -178,7 +168,7 @@ class TorchServe(SourceKind):
         url = fields.url("url")
         if not url.endswith(".mar"):
             raise CardError(fields.path, "source.url", f"{url!r} is not a .mar archive", "point it at the .mar file")
-        return TorchServeSpec(kind=cls.kind, url=url, sha256=fields.sha256(), input_shape=_shape(fields, required=True))
+        return TorchServeSpec(kind=cls.kind, url=url, sha256=fields.sha256(), input_shape=parse_shape(fields, required=True))
 
     @classmethod
     def remote_files(cls, spec: TorchServeSpec) -> list[RemoteFile]:
