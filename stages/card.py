@@ -129,6 +129,9 @@ class Card:
     trust_code: bool = False  # run third-party code (hubconf.py, a .mar's model.py, remote code)
     path: Path = Path()
     targets: tuple[str, ...] = ()  # formats staged besides `format` (e.g. onnx for a TensorFlow card)
+    # For sources without such metadata: how inputs are prepared (stages.preprocess) and the class names.
+    preprocessing: dict | None = field(default=None, hash=False, compare=False)
+    labels: tuple[str, ...] | None = None
 
     @property
     def kind(self) -> str:
@@ -209,6 +212,10 @@ def parse_card(path: Path, data: Any) -> Card:
         raise CardError(path, "trust_code", f"kind {source.kind!r} runs third-party code and the card does not allow it",
                         "review the code at the pinned version, then add `trust_code: true` to the card")
     targets = _targets(path, fields, fmt, type_of(source))
+    from stages import labels, preprocess
+
+    declared_pre = preprocess.parse_card(fields.sub("preprocessing", required=False))
+    declared_labels = labels.parse_card(fields)
     validation = Validation()
     sub = fields.sub("validation", required=False)
     if sub is not None:
@@ -217,7 +224,21 @@ def parse_card(path: Path, data: Any) -> Card:
     fields.done()
     return Card(name=name, format=fmt, description=description.strip(), license=license_id,
                 tags=tuple(tags), source=source, validation=validation, trust_code=trust_code, path=path,
-                targets=targets)
+                targets=targets, preprocessing=declared_pre, labels=declared_labels)
+
+
+def missing_metadata(card: Card) -> list[str]:
+    """What a card must declare because its source kind does not describe it: preprocessing, labels."""
+    kind = type_of(card.source)
+    describes = getattr(kind, "describes", frozenset())
+    missing = []
+    if card.preprocessing is None and "preprocessing" not in describes:
+        missing.append("preprocessing")
+    from stages.labels import is_classifier
+
+    if card.labels is None and is_classifier(card) and "labels" not in describes:
+        missing.append("labels")
+    return missing
 
 
 def _targets(path: Path, fields: Fields, fmt: str, kind) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ def _cmd_check(args) -> int:
     cards = index.load_all(args.root)
     index.check(args.root)
     _check_dvc_yaml(args.root, cards)
+    _check_metadata(cards)
     left = orphans(args.root, {(fmt, c.name) for c in cards for fmt in (c.format, *c.targets)})
     if left:
         name = Path(left[0]).name[: -len(".manifest.json")]
@@ -39,6 +40,20 @@ def _cmd_check(args) -> int:
                               fix=f"run `zoo remove {name}` to remove what the pipeline made for it")
     print(f"{len(cards)} cards ok; {index.INDEX} is up to date")
     return 0
+
+
+def _check_metadata(cards) -> None:
+    """Cards whose source does not describe preprocessing (or, for classifiers, labels) must declare them."""
+    from stages.card import missing_metadata
+    from stages.errors import CardError
+
+    lacking = [(c, missing_metadata(c)) for c in cards]
+    lacking = [(c, m) for c, m in lacking if m]
+    if lacking:
+        listed = "; ".join(f"{c.path} ({', '.join(m)})" for c, m in lacking)
+        raise CardError(lacking[0][0].path, None, f"{len(lacking)} card(s) lack what their source does not describe: "
+                        f"{listed}", "declare `preprocessing:` (image, text or tensor) and, for classifiers, "
+                        "`labels:` in each (see README, Preprocessing and labels)")
 
 
 def _check_dvc_yaml(root: Path, cards) -> None:
@@ -137,6 +152,16 @@ def _cmd_verify(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from stages.run import render, run
+
+    path = Path(args.folder)
+    result = run(path if path.is_absolute() else args.root / path, args.inputs, args.top_k)
+    result["model"] = Path(args.folder).as_posix().removeprefix("registry/")
+    sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n" if args.json else render(result))
+    return 0
+
+
 def _cmd_upstream(args) -> int:
     from stages import index, upstream
     from stages.errors import CardError
@@ -210,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("folders", nargs="+", help="registry/<format>/<name> ...")
     ver.add_argument("--json", action="store_true", help="machine-readable output")
     ver.set_defaults(func=_cmd_verify)
+    runp = sub.add_parser("run", help="run a staged ONNX model on image files or texts with its recorded "
+                                      "preprocessing: top-k labels, or the embedding's shape and norm")
+    runp.add_argument("folder", help="registry/onnx/<name>")
+    runp.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (PNG, JPEG) or texts, by the model")
+    runp.add_argument("--top-k", type=int, default=5, help="how many classes to show (default 5)")
+    runp.add_argument("--json", action="store_true", help="machine-readable output")
+    runp.set_defaults(func=_cmd_run)
     up = sub.add_parser("upstream", help="does every card's pinned upstream still serve the same bytes? "
                                          "(ok, moved, changed, gone; exit 1 unless all ok)")
     up.add_argument("names", nargs="*", help="card names (default: every card)")

@@ -48,30 +48,6 @@ def read_tensors(folder: Path, prefix: str) -> list[tuple[str, Any]]:
     return out
 
 
-CLASSIFIER_TASKS = ("text-classification", "token-classification", "image-classification")
-
-
-def hf_labels(config: dict, task: str) -> list[str] | None:
-    """A Hugging Face classifier's class names in output order, from its config's id2label."""
-    id2label = config.get("id2label") or {}
-    if task not in CLASSIFIER_TASKS or not id2label:
-        return None
-    try:
-        return [str(id2label[k]) for k in sorted(id2label, key=int)]
-    except ValueError:
-        return None
-
-
-def write_labels(out: Path, labels: list[str] | None) -> int | None:
-    """labels.txt beside the model: one class name per line, in output order; returns the count."""
-    if not labels:
-        return None
-    if any("\n" in label for label in labels):
-        raise StagingError(f"{out}: a class name contains a newline", fix="a malformed label list upstream")
-    (out / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
-    return len(labels)
-
-
 class VerifyError(ZooError):
     """A staged model disagrees with its golden data, or the data is missing."""
 

@@ -123,12 +123,27 @@ def check_license(card: Card, params: dict) -> None:
                                "(`zoo remove`)")
 
 
+def stage_labels(card: Card, model: dict, out: Path) -> None:
+    """labels.txt: the card's declaration wins over the source's; a classifier must end up with one."""
+    from stages import labels
+
+    if card.labels:
+        labels.write(out, card.labels)
+    found = labels.read(out)
+    if found:
+        labels.check_width(card, found, model.get("outputs") or [])
+        model["labels"] = len(found)
+    elif labels.is_classifier(card):
+        raise StagingError(f"{card.path}: a classifier without class names: the {card.kind} source gives none and "
+                           "the card declares none", fix="add `labels:` to the card (a list, or imagenet-1k)")
+
+
 def stage_card(root: Path, card_path: Path, target: str | None = None) -> Path:
     """Stage a card from its raw files into registry/<format>/<name>/ and write its manifest.
 
     `target` stages one of the card's extra `targets:` (e.g. onnx) into registry/<target>/<name>/.
     """
-    from stages import manifest
+    from stages import manifest, preprocess
     from stages.convert import for_card
 
     card = load_card(card_path, root)
@@ -149,9 +164,12 @@ def stage_card(root: Path, card_path: Path, target: str | None = None) -> Path:
     dest = root / card.target_dir(fmt)
     with building_dir(dest) as tmp:
         sections = converter.run()(card, raw, tmp, settings)
+        model = sections["model"]
+        pre = preprocess.check(card.preprocessing or sections.get("preprocessing"), card, model.get("inputs") or [], tmp)
+        stage_labels(card, model, tmp)
         files = manifest.file_records(tmp)
-    data = manifest.build(card, files=files, source_files=list(raw.files), model=sections["model"],
+    data = manifest.build(card, files=files, source_files=list(raw.files), model=model,
                           converter=manifest.converter_record(converter, versions, settings),
-                          validation=sections["validation"], fmt=fmt)
+                          validation=sections["validation"], fmt=fmt, extra={"preprocessing": pre})
     manifest.write(root / card.target_manifest(fmt), data)
     return dest

@@ -59,10 +59,22 @@ def test_demo_cards_stage_and_validate(mirror, demo_fixtures, tmp_path):
     assert mnist["model"]["inputs"] == [{"name": "Input3", "dtype": "float32", "shape": [1, 1, 28, 28]}]
     assert mnist["validation"]["reference"] == "zoo test_data_set" and mnist["validation"]["cases"] == 1
     assert 0 < mnist["validation"]["max_abs_error"] < 1e-4
-    assert sorted(mnist["files"]) == ["model.onnx", "test_data_set_0/input_0.pb", "test_data_set_0/output_0.pb"]
+    assert sorted(mnist["files"]) == ["labels.txt", "model.onnx", "test_data_set_0/input_0.pb",
+                                      "test_data_set_0/output_0.pb"]
+    assert mnist["model"]["labels"] == 10 and (root / "registry/onnx/mnist/labels.txt").read_text() == \
+        "".join(f"{d}\n" for d in range(10))
+    assert mnist["preprocessing"] == {"type": "image", "layout": "NCHW", "size": [28, 28], "resize": None,
+                                      "interpolation": "bilinear", "color": "L", "scale": 1 / 255, "mean": [0.0],
+                                      "std": [1.0], "source": "ONNX model zoo README (mnist)"}
     squeeze = json.loads((root / "registry/onnx/squeezenet.manifest.json").read_text())
-    assert squeeze["validation"]["reference"].startswith("none") and squeeze["validation"]["generated_runs"] == 1
-    assert [i["name"] for i in squeeze["model"]["inputs"]] == ["data_0"]  # initializers listed as inputs dropped
+    # no zoo test data: golden data from onnx's reference evaluator, and ONNX Runtime compared with it
+    assert squeeze["validation"]["reference"] == "onnx.reference evaluator" and squeeze["validation"]["cases"] == 1
+    assert squeeze["validation"]["generated_runs"] == 1 and squeeze["validation"]["max_abs_error"] < 1e-4
+    assert sorted(squeeze["files"]) == ["labels.txt", "model.onnx", "test_data_set_0/input_0.pb",
+                                        "test_data_set_0/output_0.pb"]
+    assert squeeze["model"]["golden_data"].endswith("reference evaluator") and squeeze["model"]["labels"] == 1000
+    assert squeeze["preprocessing"]["resize"] == 256 and squeeze["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
+    assert [i["name"] for i in squeeze["model"]["inputs"]] == ["data"]  # initializers listed as inputs dropped
     assert squeeze["source"]["files"][0]["hf_repo"] == "onnxmodelzoo/squeezenet1.1-7"
     assert leftovers(root) == []
 

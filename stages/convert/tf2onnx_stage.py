@@ -151,4 +151,5 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             **({"labels": labels} if labels else {}),
         },
         "validation": validation,
+        "preprocessing": source.preprocessing,
     }

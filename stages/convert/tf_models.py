@@ -89,6 +89,7 @@ class TFSource:
     side_files: dict[str, Path] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     labels: list[str] | None = None  # a classifier's class names, in output order (labels.txt)
+    preprocessing: dict[str, Any] | None = None  # from the source's metadata (stages.preprocess)
 
 
 def signature_specs(fn) -> list[TensorSpec]:
@@ -213,8 +214,14 @@ def build_keras(card, raw, settings, workdir: Path) -> TFSource:
     def reference(feeds: dict[str, Any]) -> dict[str, Any]:
         return {output_name: model(feeds[input_name], training=False).numpy()}
 
+    from stages import labels, preprocess
+
+    # An ImageNet top: the 1000 classes of Keras's decode_predictions (ILSVRC-2012 synset order).
+    imagenet_top = spec.include_top and spec.weights == "imagenet" and model.outputs[0].shape[-1] == 1000
     return TFSource(fn=fn, inputs=specs, outputs=[output_name], reference=reference,
                     make_inputs=_image_inputs(specs, int(settings["seed"])), keras_model=model,
+                    preprocessing=preprocess.from_keras(spec.application, tuple(model.inputs[0].shape[1:])),
+                    labels=labels.named("imagenet-1k") if imagenet_top else None,
                     info={"architecture": f"keras.applications.{spec.application}", "keras_name": model.name,
                           "parameters": int(model.count_params())})
 
@@ -290,10 +297,12 @@ def build_huggingface_tf(card, raw, settings, workdir: Path) -> TFSource:
 
     side = {p.name: p for p in files if p.suffix not in (".h5", ".bin", ".safetensors", ".msgpack")
             and not p.name.endswith(".index.json")}
-    from stages.golden import hf_labels
+    from stages import preprocess
+    from stages.labels import hf_labels
 
     return TFSource(fn=fn, inputs=signature_specs(fn), outputs=outputs, make_inputs=make_inputs,
                     reference=reference, text=True, side_files=side, labels=hf_labels(config, spec.task),
+                    preprocessing=preprocess.from_hf(raw.path, config, spec.task),
                     info={"architecture": (config.get("architectures") or ["?"])[0], "task": spec.task,
                           "weights": "pytorch (safetensors)" if spec.from_pytorch else "tensorflow (tf_model.h5)"})
 

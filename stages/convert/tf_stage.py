@@ -221,7 +221,8 @@ def keras_files(card, source, out: Path) -> dict[str, Any]:
 def finish(source, settings: dict, out: Path) -> int | None:
     """What every TensorFlow-side stage writes beside its model: test_data_set_0 (the first case's
     inputs, outputs from the SOURCE model), labels.txt and the side files; returns the label count."""
-    from stages.golden import write_labels, write_set
+    from stages.golden import write_set
+    from stages.labels import write as write_labels
     from stages.timing import phase
 
     with phase("golden"):
@@ -269,6 +270,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             **({"labels": labels} if labels else {}),
         },
         "validation": validation,
+        "preprocessing": source.preprocessing,
     }
 
 

@@ -133,7 +133,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
     from stages import onnxrt
     from stages.convert import onnx_normalize
     from stages.convert.torch_models import build
-    from stages.golden import write_labels
+    from stages.labels import write as write_labels
     from stages.timing import phase
 
     torch.manual_seed(int(settings.get("seed", 0)))
@@ -169,4 +169,5 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             **({"labels": labels} if labels else {}),
         },
         "validation": validation,
+        "preprocessing": built.preprocessing,
     }

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from stages.archives import check_entry_name
-from stages.golden import hf_labels
+from stages import preprocess
+from stages.labels import hf_labels, torchserve_labels
 from stages.validate import text_feeds
 from stages.errors import StagingError, UnsafeArchiveError
 
@@ -33,6 +34,7 @@ class Built:
     side_files: dict[str, Path] = field(default_factory=dict)  # staged beside model.onnx
     info: dict[str, Any] = field(default_factory=dict)  # manifest extras
     labels: list[str] | None = None  # a classifier's class names, in output order (labels.txt)
+    preprocessing: dict[str, Any] | None = None  # from the source's metadata (stages.preprocess)
 
 
 def _vision(module, shape: tuple[int, ...], info: dict, name: str = "input", output: str = "logits") -> Built:
@@ -92,6 +94,7 @@ def build_torchvision(card, raw, settings) -> Built:
     shape = spec.input_shape or (1, 3, crop, crop)
     built = _vision(module, shape, {"architecture": f"torchvision.models.{spec.model}", "weights": spec.weights})
     built.labels = list(weights.meta.get("categories") or []) or None  # the weights' own meta
+    built.preprocessing = preprocess.from_torchvision(weights)
     return built
 
 
@@ -109,8 +112,27 @@ def build_timm(card, raw, settings) -> Built:
     for path in weights:
         state.update(load_state_dict(path, card))
     _load_strict(module, state, card)
-    input_size = (config.get("pretrained_cfg") or {}).get("input_size") or [3, 224, 224]
-    return _vision(module, (1, *input_size), {"architecture": f"timm {arch}"})
+    from timm.data import resolve_data_config
+
+    data_config = resolve_data_config({}, pretrained_cfg=config.get("pretrained_cfg") or {})  # timm's eval transform
+    built = _vision(module, (1, *data_config["input_size"]), {"architecture": f"timm {arch}"})
+    built.preprocessing = preprocess.from_timm(data_config)
+    built.labels = timm_labels(config, module.num_classes)
+    return built
+
+
+def timm_labels(config: dict, num_classes: int) -> list[str] | None:
+    """Class names from the hub config (label_names / label_descriptions), else timm's ImageNet info."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    names, descriptions = config.get("label_names"), config.get("label_descriptions") or {}
+    if isinstance(names, list) and len(names) == num_classes:
+        return [str(descriptions.get(n, n)) if isinstance(descriptions, dict) else str(n) for n in names]
+    subset = infer_imagenet_subset({**(config.get("pretrained_cfg") or {}), "num_classes": num_classes})
+    if subset is None:
+        return None
+    info = ImageNetInfo(subset)
+    return [info.index_to_description(i) for i in range(info.num_classes())]
 
 
 def safe_extract_zip(archive: Path, dest: Path) -> list[str]:
@@ -176,9 +198,12 @@ def build_torchserve(card, raw, settings, workdir: Path) -> Built:
         raise StagingError(f"{card.path}: the manifest names serializedFile {model.get('serializedFile')!r}, "
                            "which the archive lacks", fix="the archive is incomplete; pin another one")
     info = {"architecture": f"torchserve {model.get('modelName')}", "handler": model.get("handler")}
+    labels = torchserve_labels(folder / "index_to_name.json")
     if not model.get("modelFile"):
         module = torch.jit.load(str(serialized), map_location="cpu").eval()
-        return _vision(module, card.source.input_shape, info | {"mode": "torchscript"})
+        built = _vision(module, card.source.input_shape, info | {"mode": "torchscript"})
+        built.labels = labels
+        return built
     _require_trust(card, f"{archive.name}'s {model['modelFile']}")
     path = folder / check_entry_name(archive, model["modelFile"])
     spec = importlib.util.spec_from_file_location(f"zoo_mar_{card.name.replace('-', '_')}", path)
@@ -192,7 +217,9 @@ def build_torchserve(card, raw, settings, workdir: Path) -> Built:
                            fix="TorchServe's convention is one model class per model file")
     module = classes[0]()
     _load_strict(module, load_state_dict(serialized, card), card)
-    return _vision(module.eval(), card.source.input_shape, info | {"mode": "eager"})
+    built = _vision(module.eval(), card.source.input_shape, info | {"mode": "eager"})
+    built.labels = labels
+    return built
 
 
 HF_TASK_CLASSES = {
@@ -238,6 +265,7 @@ def build_huggingface(card, raw, settings) -> Built:
                         {}, name="pixel_values")
         built.info = {"architecture": (config.get("architectures") or ["?"])[0]}
         built.labels = hf_labels(config, spec.task)
+        built.preprocessing = preprocess.from_hf(raw.path, config, spec.task)
         return built
     forward = module.forward.__code__.co_varnames
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in forward]
@@ -254,7 +282,8 @@ def build_huggingface(card, raw, settings) -> Built:
     return Built(module=_HFWrapper(module, names, outputs), input_names=names, output_names=outputs,
                  make_inputs=make_inputs, dynamic={n: {0: "batch", 1: "sequence"} for n in names}, text=True,
                  side_files=side, info={"architecture": (config.get("architectures") or ["?"])[0],
-                                        "task": spec.task}, labels=hf_labels(config, spec.task))
+                                        "task": spec.task}, labels=hf_labels(config, spec.task),
+                 preprocessing=preprocess.from_hf(raw.path, config, spec.task))
 
 
 def _hf_wrapper_class():

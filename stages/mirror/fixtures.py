@@ -2,7 +2,7 @@
 
 Nothing here is downloaded and no binary lives in git. The models are either shipped by an
 installed package (onnx ships "light" copies of zoo architectures, with their reference
-outputs) or are small instances of real zoo architectures built here (mnist-8's graph) whose
+outputs) or are small instances of real zoo architectures built here (mnist-8's and SqueezeNet 1.1's graphs, seeded weights) whose
 reference outputs come from onnx's reference evaluator, an implementation independent of the
 ONNX Runtime that validates them. Archives are built byte-stable (fixed mtimes, owners, gzip
 header), so the same fixtures always hash the same.
@@ -81,6 +81,53 @@ def mnist8_model(seed: int = 8):
     return model
 
 
+def squeezenet11_model(seed: int = 11):
+    """SqueezeNet 1.1 as the zoo's squeezenet1.1-7 graph (opset 7, raw logits [1, 1000]), seeded He-init weights."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+
+    def conv(x: str, name: str, cin: int, cout: int, k: int, stride: int = 1, pad: int = 0) -> str:
+        w = rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))
+        b = np.zeros(cout)  # no biases: with them the logits hardly depend on the image
+        inits.extend([numpy_helper.from_array(w.astype(np.float32), f"{name}_weight"),
+                      numpy_helper.from_array(b.astype(np.float32), f"{name}_bias")])
+        nodes.append(helper.make_node("Conv", [x, f"{name}_weight", f"{name}_bias"], [f"{name}_fwd"],
+                                      kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4))
+        nodes.append(helper.make_node("Relu", [f"{name}_fwd"], [f"{name}_relu"]))
+        return f"{name}_relu"
+
+    def pool(x: str, name: str) -> str:
+        nodes.append(helper.make_node("MaxPool", [x], [name], kernel_shape=[3, 3], strides=[2, 2]))
+        return name
+
+    def fire(x: str, name: str, cin: int, squeeze: int, expand: int) -> str:
+        s = conv(x, f"{name}_squeeze", cin, squeeze, 1)
+        a, b = conv(s, f"{name}_expand1x1", squeeze, expand, 1), conv(s, f"{name}_expand3x3", squeeze, expand, 3, pad=1)
+        nodes.append(helper.make_node("Concat", [a, b], [f"{name}_concat"], axis=1))
+        return f"{name}_concat"
+
+    x = pool(conv("data", "squeezenet0_conv0", 3, 64, 3, stride=2), "squeezenet0_pool0")
+    x = fire(fire(x, "fire2", 64, 16, 64), "fire3", 128, 16, 64)
+    x = pool(x, "squeezenet0_pool1")
+    x = fire(fire(x, "fire4", 128, 32, 128), "fire5", 256, 32, 128)
+    x = pool(x, "squeezenet0_pool2")
+    for name, cin, sq, ex in (("fire6", 256, 48, 192), ("fire7", 384, 48, 192), ("fire8", 384, 64, 256), ("fire9", 512, 64, 256)):
+        x = fire(x, name, cin, sq, ex)
+    x = conv(x, "squeezenet0_conv25", 512, 1000, 1)
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["squeezenet0_pool3"]))
+    nodes.append(helper.make_node("Flatten", ["squeezenet0_pool3"], ["squeezenet0_flatten0_reshape0"], axis=1))
+    params = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits]  # IR 3: inits are inputs
+    graph = helper.make_graph(nodes, "squeezenet1.1",
+                              [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 224, 224])] + params,
+                              [helper.make_tensor_value_info("squeezenet0_flatten0_reshape0", TensorProto.FLOAT, [1, 1000])], inits)
+    model = helper.make_model(graph, producer_name="MXNet", opset_imports=[helper.make_opsetid("", 7)])
+    model.ir_version = 3
+    return model
+
+
 def reference_outputs(model, feeds: dict) -> list:
     """Outputs from onnx's pure-Python reference evaluator: independent of ONNX Runtime."""
     from onnx.reference import ReferenceEvaluator
@@ -143,9 +190,20 @@ def _onnx_light(name: str):
     return (folder / f"light_{name}.onnx").read_bytes(), folder / f"light_{name}_output_0.pb"
 
 
-def _card(name: str, description: str, source: str) -> str:
+# What the ONNX zoo's READMEs say (the zoo files carry no such metadata, so the cards declare it).
+IMAGENET_PRE = ("preprocessing: {type: image, layout: NCHW, size: [224, 224], resize: 256, interpolation: bilinear,\n"
+                "  color: RGB, scale: 0.00392156862745098, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225],\n"
+                "  source: ONNX model zoo README (imagenet_preprocess)}\nlabels: imagenet-1k\n")
+MNIST_PRE = ("preprocessing: {type: image, layout: NCHW, size: [28, 28], interpolation: bilinear, color: L,\n"
+             "  scale: 0.00392156862745098, mean: [0.0], std: [1.0], source: ONNX model zoo README (mnist)}\n"
+             "labels: ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']\n")
+TENSOR_PRE = "preprocessing: {type: tensor, note: a test fixture's raw tensors}\n"
+
+
+def _card(name: str, description: str, source: str, meta: str = IMAGENET_PRE,
+          tags: str = "vision, classification") -> str:
     return (f"name: {name}\nformat: onnx\ndescription: {description}\nlicense: apache-2.0\n"
-            f"tags: [vision, classification]\nsource:\n  kind: onnx-zoo\n{source}")
+            f"tags: [{tags}]\n{meta}source:\n  kind: onnx-zoo\n{source}")
 
 
 def build_mirror(root: Path) -> list[Fixture]:
@@ -169,7 +227,7 @@ def build_mirror(root: Path) -> list[Fixture]:
                             zoo_archive("mnist", mnist_bytes, [([("Input3", x)], [("Plus214_Output_0", y)])]))
     fixtures.append(Fixture("mnist", _card("mnist", "MNIST CNN, mnist-8 graph (demo weights)",
         f"  url: https://{GITHUB_RAW}/{rel}.onnx\n  sha256: {m_sha}\n"
-        f"  test_data:\n    url: https://{GITHUB_RAW}/{rel}.tar.gz\n    sha256: {t_sha}\n"),
+        f"  test_data:\n    url: https://{GITHUB_RAW}/{rel}.tar.gz\n    sha256: {t_sha}\n", MNIST_PRE),
         {f"{MEDIA}/{rel}.onnx": m_sha}))
 
     resnet_bytes, resnet_out = _onnx_light("resnet50")
@@ -187,10 +245,10 @@ def build_mirror(root: Path) -> list[Fixture]:
         f"  test_data:\n    url: https://{GITHUB_RAW}/{rel}.tar.gz\n    sha256: {t_sha}\n"),
         {f"{MEDIA}/{rel}.onnx": r_sha}))
 
-    squeeze_bytes, _ = _onnx_light("squeezenet")
+    squeeze_bytes = squeezenet11_model().SerializeToString()
     commit = add_hf_repo(root, "onnxmodelzoo/squeezenet1.1-7",
                          {"squeezenet1.1-7.onnx": squeeze_bytes, "README.md": b"# SqueezeNet 1.1 (fixture)\n"})
-    fixtures.append(Fixture("squeezenet", _card("squeezenet", "SqueezeNet 1.1 architecture from the HF mirror",
+    fixtures.append(Fixture("squeezenet", _card("squeezenet", "SqueezeNet 1.1 graph (seeded weights) from the HF mirror",
         f"  repo: onnxmodelzoo/squeezenet1.1-7\n  revision: {commit}\n  file: squeezenet1.1-7.onnx\n"
         f"  sha256: {_sha(squeeze_bytes)}\n"), {}))
 
@@ -209,4 +267,4 @@ def onnx_card(name: str, url: str, sha: str, test_url: str | None = None, test_s
     source = f"  url: {url}\n  sha256: {sha}\n"
     if test_url:
         source += f"  test_data:\n    url: {test_url}\n    sha256: {test_sha}\n"
-    return _card(name, f"{name} (test fixture)", source) + extra
+    return _card(name, f"{name} (test fixture)", source, TENSOR_PRE, "test") + extra

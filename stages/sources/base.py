@@ -76,6 +76,8 @@ class SourceKind(ABC):
     def remote_files(cls, spec: Any) -> list[RemoteFile]:
         """The exact files to fetch. May ask the hub which files a pinned revision holds."""
 
+    # What the source's own metadata gives ("preprocessing", "labels"); a card must declare the rest.
+    describes: ClassVar[frozenset[str]] = frozenset()
     extra_targets: ClassVar[tuple[str, ...]] = ()  # formats a card may add with `targets:` (staged too)
 
     @classmethod

@@ -97,6 +97,7 @@ class KerasApplication(SourceKind):
     """`application: MobileNetV2`, `weights: imagenet`: file name, URL and hash from keras.applications."""
 
     kind, converter, formats = "keras", "tensorflow", ("keras",)
+    describes = frozenset({"preprocessing", "labels"})  # from the source's own metadata
     extra_targets = ("onnx",)
 
     @classmethod

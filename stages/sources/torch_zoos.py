@@ -34,6 +34,7 @@ class Torchvision(SourceKind):
     """`model: resnet50`, `weights: IMAGENET1K_V2`: URL and hash prefix from torchvision's weights enum."""
 
     kind, converter, formats = "torchvision", "torch", ("onnx",)
+    describes = frozenset({"preprocessing", "labels"})  # from the source's own metadata
 
     @classmethod
     def parse(cls, fields, fmt: str) -> TorchvisionSpec:
@@ -81,6 +82,7 @@ class Timm(SourceKind):
     """`model: resnet50.a1_in1k`, `revision: <40 hex>`: the `timm/<model>` repo on the Hub."""
 
     kind, converter, formats = "timm", "torch", ("onnx",)
+    describes = frozenset({"preprocessing", "labels"})  # from the source's own metadata
 
     @classmethod
     def parse(cls, fields, fmt: str) -> TimmSpec:
@@ -162,6 +164,7 @@ class TorchServe(SourceKind):
     """A TorchServe `.mar` (a zip with MAR-INF/MANIFEST.json); eager archives run code: `trust_code`."""
 
     kind, converter, formats = "torchserve", "torch", ("onnx",)
+    describes = frozenset({"labels"})  # index_to_name.json, TorchServe's label file
 
     @classmethod
     def parse(cls, fields, fmt: str) -> TorchServeSpec:
@@ -202,6 +205,7 @@ class HuggingFace(SourceKind):
     """
 
     kind, converter, formats = "huggingface", "torch", ("onnx", "tensorflow")
+    describes = frozenset({"preprocessing", "labels"})  # from the source's own metadata
     extra_targets = ("onnx",)
 
     @classmethod

@@ -1,0 +1,187 @@
+"""Preprocessing records and labels: taken from each source's metadata, and applied by `zoo run`
+exactly as the source's own code applies them (torchvision, timm, Keras, transformers)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages import labels, preprocess
+from stages.card import load_card, missing_metadata
+from stages.errors import CardError, StagingError
+from tests.test_card import GOOD, write
+
+PRE = """preprocessing: {type: image, layout: NCHW, size: [224, 224], resize: 256, interpolation: bilinear,
+  color: RGB, scale: 0.00392156862745098, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}
+labels: imagenet-1k
+"""
+
+
+def image_file(tmp_path: Path, size=(300, 240), seed: int = 0, name: str = "img.png") -> Path:
+    """A generated RGB picture (gradients, a disc and noise): not square, so resize and crop matter."""
+    from PIL import Image
+
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
+    rng = np.random.default_rng(seed)
+    disc = ((xx - 0.5) ** 2 + (yy - 0.4) ** 2 < 0.05).astype(float)
+    rgb = np.stack([xx, yy * disc + 0.3, 1 - xx * yy], -1) + rng.normal(0, 0.05, (h, w, 3))
+    path = tmp_path / name
+    Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_card_declaration_parses_and_fills_channels(tmp_path):
+    card = load_card(write(tmp_path, GOOD.replace("source:\n", PRE + "source:\n")))
+    assert card.preprocessing["size"] == [224, 224] and card.preprocessing["source"] == "declared in the card"
+    assert len(card.labels) == 1000 and card.labels[0] == "tench, Tinca tinca"
+    assert missing_metadata(card) == []
+    bare = load_card(write(tmp_path, GOOD))
+    assert missing_metadata(bare) == ["preprocessing", "labels"]  # the ONNX zoo describes neither
+    gray = load_card(write(tmp_path, GOOD.replace("source:\n", "preprocessing: {type: image, layout: NCHW, size: "
+                                                  "[28, 28], interpolation: nearest, color: L, scale: 1, mean: [0], "
+                                                  "std: [1]}\nlabels: [a, b]\nsource:\n")))
+    assert gray.preprocessing["mean"] == [0.0] and gray.labels == ("a", "b")
+
+
+@pytest.mark.parametrize("block,field", [
+    ("{type: picture}", "preprocessing.type"),
+    ("{type: image, layout: CHW, size: [2, 2], interpolation: bilinear, color: RGB, scale: 1, mean: [0], std: [1]}",
+     "preprocessing.layout"),
+    ("{type: image, layout: NCHW, size: 224, interpolation: bilinear, color: RGB, scale: 1, mean: [0], std: [1]}",
+     "preprocessing.size"),
+    ("{type: image, layout: NCHW, size: [224, 224], resize: 100, interpolation: bilinear, color: RGB, scale: 1, "
+     "mean: [0], std: [1]}", "preprocessing.resize"),
+    ("{type: image, layout: NCHW, size: [2, 2], interpolation: bilinear, color: RGB, scale: 1, mean: [0, 0], "
+     "std: [1]}", "preprocessing.mean"),
+    ("{type: image, layout: NCHW, size: [2, 2], interpolation: cubic, color: RGB, scale: 1, mean: [0], std: [1]}",
+     "preprocessing.interpolation"),
+    ("{type: text, tokenizer: tokenizer.json}", "preprocessing.max_length"),
+    ("{type: tensor}", "preprocessing.note"),
+])
+def test_bad_declarations_name_the_field(tmp_path, block, field):
+    with pytest.raises(CardError) as err:
+        load_card(write(tmp_path, GOOD.replace("source:\n", f"preprocessing: {block}\nsource:\n")))
+    assert f"registry/onnx/resnet50.yaml: {field}:" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value,problem", [("imagenet-21k", "unknown label set"), ("[]", "expected a list"),
+                                           ("{a: 1}", "expected a list")])
+def test_bad_labels_refused(tmp_path, value, problem):
+    with pytest.raises(CardError, match=problem):
+        load_card(write(tmp_path, GOOD.replace("source:\n", f"labels: {value}\nsource:\n")))
+
+
+def test_zoo_check_names_every_card_lacking_metadata(tmp_path):
+    write(tmp_path, GOOD)
+    write(tmp_path, GOOD.replace("name: resnet50", "name: other").replace("tags: [vision, classification]",
+                                                                          "tags: [vision]"), name="other")
+    write(tmp_path, GOOD.replace("name: resnet50", "name: fine").replace("source:\n", PRE + "source:\n"), name="fine")
+    subprocess.run([sys.executable, "-m", "stages", "--root", str(tmp_path), "index"], check=True, capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "stages", "--root", str(tmp_path), "check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "2 card(s) lack what their source does not describe: registry/onnx/other.yaml (preprocessing); " \
+           "registry/onnx/resnet50.yaml (preprocessing, labels);" in line and "fine" not in line
+
+
+def test_torchvision_record_reproduces_the_weights_transforms(tmp_path):
+    from torchvision.models import get_model_weights
+
+    for model, weights in (("squeezenet1_1", "IMAGENET1K_V1"), ("efficientnet_b0", "IMAGENET1K_V1"),
+                           ("vit_b_16", "IMAGENET1K_V1")):
+        w = getattr(get_model_weights(model), weights)
+        pre = preprocess.from_torchvision(w)
+        for size in ((300, 240), (200, 320)):
+            path = image_file(tmp_path, size)
+            from PIL import Image
+
+            with Image.open(path) as img:
+                expected = w.transforms()(img.convert("RGB")).unsqueeze(0).numpy()
+            got = preprocess.load_image(pre, path)
+            assert got.shape == expected.shape, model
+            # the same PIL resize and crop, the same arithmetic up to float rounding (measured 7.2e-7)
+            assert np.abs(got - expected).max() < 1e-5, (model, np.abs(got - expected).max())
+
+
+def test_timm_record_reproduces_timms_eval_transform(tmp_path):
+    from PIL import Image
+    from timm.data import create_transform, resolve_data_config
+
+    for cfg in ({"input_size": (3, 160, 160), "interpolation": "bicubic", "crop_pct": 0.875,
+                 "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
+                {"input_size": (3, 224, 224), "interpolation": "bilinear", "crop_pct": 0.9, "mean": (0.5,) * 3,
+                 "std": (0.5,) * 3}):
+        data_config = resolve_data_config({}, pretrained_cfg=cfg)
+        pre = preprocess.from_timm(data_config)
+        path = image_file(tmp_path, (301, 257))
+        with Image.open(path) as img:
+            expected = create_transform(**data_config, is_training=False)(img.convert("RGB")).unsqueeze(0).numpy()
+        got = preprocess.load_image(pre, path)
+        assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-5
+
+
+@pytest.mark.parametrize("application,mode,color", [("MobileNetV2", "tf", "RGB"), ("ResNet50", "caffe", "BGR"),
+                                                    ("DenseNet121", "torch", "RGB"),
+                                                    ("EfficientNetB0", "none", "RGB")])
+def test_keras_record_reproduces_preprocess_input(tmp_path, application, mode, color):
+    from stages.convert.tf_models import import_tf
+
+    import_tf()
+    import importlib
+
+    import keras
+
+    from stages.sources.tensorflow import application_class
+
+    pre = preprocess.from_keras(application, (96, 96, 3))
+    assert f"(mode {mode}" in pre["source"] and pre["color"] == color and pre["layout"] == "NHWC"
+    module = importlib.import_module(application_class(application).__module__.replace("keras.src.", "keras."))
+    path = image_file(tmp_path, (150, 120))
+    x = keras.utils.img_to_array(keras.utils.load_img(path, target_size=(96, 96)))[None]
+    expected = np.asarray(module.preprocess_input(x.copy()))
+    got = preprocess.load_image(pre, path)
+    assert np.abs(got - expected).max() < 1e-3 * max(1.0, float(np.abs(expected).max()))
+
+
+def test_text_record_tokenizes_like_transformers(tmp_path):
+    from stages.mirror.torch_fixtures import _tokenizer_files
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    for name, data in _tokenizer_files(tmp_path).items():
+        (folder / name).write_bytes(data)
+    pre = preprocess.from_hf_text(folder, {"max_position_embeddings": 64})
+    assert pre["tokenizer"] == "tokenizer.json" and pre["max_length"] == 64 and "vocab.txt" in pre["files"]
+    inputs = [("input_ids", "int64", [1, "seq"]), ("attention_mask", "int64", [1, "seq"]),
+              ("token_type_ids", "int64", [1, "seq"])]
+    text = "A tiny model reads THIS sentence " * 20  # longer than max_length: truncated like transformers
+    feeds = preprocess.encode_text(pre, folder, text, inputs)
+    expected = AutoTokenizer.from_pretrained(str(folder))(text, truncation=True, max_length=64, return_tensors="np")
+    for name, _, _ in inputs:
+        assert feeds[name].tolist() == expected[name].tolist()
+    assert feeds["input_ids"].shape == (1, 64)
+
+
+def test_labels_width_must_match_the_output(tmp_path):
+    card = load_card(write(tmp_path, GOOD.replace("source:\n", PRE + "source:\n")))
+    labels.check_width(card, list(card.labels), [{"name": "prob", "shape": [1, 1000, 1, 1]}])
+    labels.check_width(card, list(card.labels), [{"name": "prob", "shape": ["N", "classes"]}])  # symbolic: later
+    with pytest.raises(StagingError, match=r"1000 class names for output prob of shape \[1, 1001\]"):
+        labels.check_width(card, list(card.labels), [{"name": "prob", "shape": [1, 1001]}])
+    assert labels.named("imagenet-1k+background")[:2] == ["background", "tench, Tinca tinca"]
+
+
+def test_preprocessing_must_fit_the_model_input(tmp_path):
+    card = load_card(write(tmp_path, GOOD.replace("source:\n", PRE + "source:\n")))
+    preprocess.check(card.preprocessing, card, [{"name": "x", "shape": ["N", 3, 224, 224]}], tmp_path)
+    with pytest.raises(StagingError, match=r"NCHW width 224, the model.s input x has shape \[1, 224, 224, 3\]"):
+        preprocess.check(card.preprocessing, card, [{"name": "x", "shape": [1, 224, 224, 3]}], tmp_path)
+    with pytest.raises(StagingError, match="no preprocessing: the onnx-zoo source carries none"):
+        preprocess.check(None, card, [], tmp_path)
