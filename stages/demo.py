@@ -22,8 +22,49 @@ from stages.mirror.server import MirrorServer
 
 WORK = Path(".zoo-demo")
 PULL = "mnist"
+ONNX_DEMO = ("mnist", "squeezenet")  # from GitHub (LFS, with the zoo's test data) and from the HF mirror
 TORCH_DEMO = ("tv-squeezenet", "timm-test-effnet", "tiny-bert")  # a torchvision, a timm, a Hugging Face model
 TF_DEMO = ("tfhub-tiny-classifier", "keras-mobilenet-v2")  # a TF Hub SavedModel, a Keras application (+ ONNX)
+
+
+def demo_cards(mirror_root: Path, onnx_fixtures=None) -> dict[str, str]:
+    """The demo zoo's cards ("<format>/<name>" -> YAML), their upstream files laid out under `mirror_root`."""
+    from stages.mirror.tf_fixtures import build_tf_mirror
+
+    onnx = {f.name: f for f in (onnx_fixtures or build_mirror(mirror_root))}
+    cards = {f"onnx/{name}": onnx[name].card for name in ONNX_DEMO}
+    torch_cards = build_torch_mirror(mirror_root)
+    cards.update({f"onnx/{name}": torch_cards[name].card for name in TORCH_DEMO})
+    tf_cards = build_tf_mirror(mirror_root)
+    cards.update({f"{'keras' if 'keras' in name else 'tensorflow'}/{name}": tf_cards[name].card for name in TF_DEMO})
+    return cards
+
+
+def picture(path: Path, size: tuple[int, int] = (300, 240), seed: int = 0) -> Path:
+    """A generated RGB picture (gradients, a disc, noise), `size` = (width, height), as PNG."""
+    import numpy as np
+    from PIL import Image
+
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
+    rng = np.random.default_rng(seed)
+    cx, cy = rng.uniform(0.3, 0.7, 2)
+    disc = ((xx - cx) ** 2 + (yy - cy) ** 2 < rng.uniform(0.02, 0.08)).astype(float)
+    rgb = np.stack([xx * rng.uniform(0.2, 1), yy * disc + 0.3 * rng.uniform(), 1 - xx * yy], -1)
+    rgb = rgb + rng.normal(0, 0.05, (h, w, 3))
+    Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def digit_image(path: Path) -> Path:
+    """A white "7" on black, 56x56 (MNIST's polarity; zoo run resizes it to the model's 28x28)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (56, 56), 0)
+    draw = ImageDraw.Draw(img)
+    draw.line([(12, 12), (44, 12), (24, 46)], fill=255, width=6)
+    img.save(path)
+    return path
 
 
 def step(message: str) -> float:
@@ -73,19 +114,13 @@ def main() -> int:
     WORK.mkdir()
     t = step("building the offline hub mirror (GitHub raw + LFS media, PyTorch downloads, Hugging Face, "
              "TF Hub, Keras applications)")
-    from stages.mirror.tf_fixtures import build_tf_mirror
-
-    fixtures = [(f"onnx/{f.name}", f.card) for f in build_mirror(WORK / "mirror")]
-    torch_cards = build_torch_mirror(WORK / "mirror")
-    fixtures += [(f"onnx/{name}", torch_cards[name].card) for name in TORCH_DEMO]
-    tf_cards = build_tf_mirror(WORK / "mirror")
-    fixtures += [(f"{'keras' if 'keras' in name else 'tensorflow'}/{name}", tf_cards[name].card) for name in TF_DEMO]
+    fixtures = demo_cards(WORK / "mirror")
     done(t, f"{len(fixtures)} models")
     with MirrorServer(WORK / "mirror") as mirror, sandbox.S3Server() as s3:
         env = sandbox.env(mirror.url)
         print(f"    mirror {mirror.url}  (ZOO_MIRROR)   S3 remote {s3.endpoint}  (bucket {s3.bucket})")
         t = step("creating the registry repository with the demo cards")
-        repo = sandbox.new_registry((WORK / "registry").resolve(), dict(fixtures), env, s3)
+        repo = sandbox.new_registry((WORK / "registry").resolve(), fixtures, env, s3)
         sandbox.run(["zoo", "check"], repo, env)
         done(t, str(repo))
         t = step("dvc repro: fetch (verified) and stage (checked, run, compared) every card")
@@ -127,6 +162,15 @@ def main() -> int:
         done(t, f"{ran} stages rerun; tagged zoo-v1.1.0")
         print("==> zoo diff zoo-v1.0.0 zoo-v1.1.0")
         print(sandbox.run(["zoo", "diff", "zoo-v1.0.0", "zoo-v1.1.0"], repo, env).stdout, end="")
+        t = step("in the fresh clone: dvc pull registry/onnx/tv-squeezenet too, then zoo run on generated images "
+                 "(the manifests' preprocessing, ONNX Runtime, labels.txt)")
+        sandbox.run(["dvc", "pull", "registry/onnx/tv-squeezenet"], clone, env)
+        digit = digit_image((WORK / "seven.png").resolve())
+        photo = picture((WORK / "picture.png").resolve(), (320, 240))
+        runs = [sandbox.run(["zoo", "run", f"registry/onnx/{PULL}", str(digit), "--top-k", "3"], clone, env).stdout,
+                sandbox.run(["zoo", "run", "registry/onnx/tv-squeezenet", str(photo), "--top-k", "3"], clone, env).stdout]
+        done(t)
+        print("".join(runs), end="")
     return 0
 
 

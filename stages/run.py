@@ -69,7 +69,7 @@ def run(folder: Path, inputs: list[str], top_k: int = 5) -> dict[str, Any]:
                                fix="labels.txt does not belong to this model; `dvc pull` the folder again")
             order = np.argsort(-scores, kind="stable")[:top_k]
             row["scores"] = how
-            row["top"] = [{"index": int(i), "label": names[i], "score": round(float(scores[i]), 6)} for i in order]
+            row["top"] = [{"index": int(i), "label": names[i], "score": float(f"{scores[i]:.6g}")} for i in order]
         else:
             emb = np.asarray(output, dtype=np.float64)
             row["shape"] = list(emb.shape)

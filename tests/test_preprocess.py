@@ -13,6 +13,7 @@ import pytest
 from stages import labels, preprocess
 from stages.card import load_card, missing_metadata
 from stages.errors import CardError, StagingError
+from stages.demo import picture
 from tests.test_card import GOOD, write
 
 PRE = """preprocessing: {type: image, layout: NCHW, size: [224, 224], resize: 256, interpolation: bilinear,
@@ -22,17 +23,8 @@ labels: imagenet-1k
 
 
 def image_file(tmp_path: Path, size=(300, 240), seed: int = 0, name: str = "img.png") -> Path:
-    """A generated RGB picture (gradients, a disc and noise): not square, so resize and crop matter."""
-    from PIL import Image
-
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
-    rng = np.random.default_rng(seed)
-    disc = ((xx - 0.5) ** 2 + (yy - 0.4) ** 2 < 0.05).astype(float)
-    rgb = np.stack([xx, yy * disc + 0.3, 1 - xx * yy], -1) + rng.normal(0, 0.05, (h, w, 3))
-    path = tmp_path / name
-    Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(path)
-    return path
+    """A generated RGB picture, not square, so resize and crop matter."""
+    return picture(tmp_path / name, size, seed)
 
 
 def test_card_declaration_parses_and_fills_channels(tmp_path):

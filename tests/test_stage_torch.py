@@ -63,12 +63,33 @@ def test_each_kind_stages_and_matches_pytorch(mirror, torch_cards, tmp_path, nam
 
     assert {"test_data_set_0/input_0.pb", "test_data_set_0/output_0.pb"} <= set(manifest["files"])
     assert verify(root / f"registry/onnx/{name}")["files"]["model.onnx"]["passed"] is True
-    # class names from the source's own metadata: torchvision's weights meta, the model's id2label
+    # class names from the source's own metadata: torchvision's weights meta, the model's id2label, timm's
+    # ImageNet info, the .mar's index_to_name.json; the torch.hub card declares its own
     labels_file = root / f"registry/onnx/{name}/labels.txt"
-    expected = {"tv-squeezenet": 1000, "tiny-bert-cls": 3}.get(name)
+    expected = {"tv-squeezenet": 1000, "timm-test-effnet": 1000, "tiny-bert-cls": 3, "mar-scripted": 10,
+                "mar-eager": 10, "hub-tiny": 10}.get(name)
     assert model.get("labels") == expected and labels_file.exists() == bool(expected)
     if name == "tv-squeezenet":
         assert labels_file.read_text().splitlines()[:2] == ["tench", "goldfish"]
+    if name == "timm-test-effnet":
+        assert labels_file.read_text().splitlines()[:2] == ["tench, Tinca tinca", "goldfish, Carassius auratus"]
+    if name.startswith(("mar-", "hub-")):
+        assert labels_file.read_text().splitlines()[:2] == ["airplane", "automobile"]
+    # preprocessing from the source's metadata (torchvision transforms, timm's pretrained_cfg, the tokenizer)
+    # or, for torch.hub and TorchServe, declared by the card
+    pre = manifest["preprocessing"]
+    if name == "tv-squeezenet":
+        assert (pre["size"], pre["resize"], pre["interpolation"], pre["mean"]) == (
+            [224, 224], 256, "bilinear", [0.485, 0.456, 0.406]) and pre["source"].startswith("torchvision")
+    elif name == "timm-test-effnet":
+        assert (pre["size"], pre["resize"], pre["interpolation"]) == ([160, 160], 168, "bicubic")  # floor(160 / 0.95)
+        assert pre["source"].startswith("timm pretrained_cfg (crop_pct 0.95,")
+    elif text:
+        assert pre == {"type": "text", "tokenizer": "tokenizer.json", "max_length": 64,
+                       "files": ["special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"],
+                       "source": "the repo's tokenizer files; max length from tokenizer_config.json model_max_length"}
+    else:
+        assert (pre["size"], pre["source"]) == ([32, 32], "declared in the card")
     if name == "tiny-bert-cls":
         assert labels_file.read_text() == "negative\nneutral\npositive\n"
     assert "torch" in manifest["converter"]["versions"] and "onnxruntime" in manifest["converter"]["versions"]

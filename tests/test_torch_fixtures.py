@@ -112,7 +112,9 @@ def test_every_card_has_exactly_the_schema_keys(fixtures, bad):
     cards = {name: f.card for name, f in fixtures.items()} | bad
     for label, text in cards.items():
         data = yaml.safe_load(text)
-        assert set(data) - {"trust_code"} == TOP_KEYS, label
+        assert set(data) - {"trust_code", "preprocessing", "labels"} == TOP_KEYS, label
+        # kinds without preprocessing metadata (torch.hub, TorchServe) declare it in the card
+        assert ("preprocessing" in data) == (data["source"]["kind"] in ("torchhub", "torchserve")), label
         assert data["format"] == "onnx" and isinstance(data["tags"], list) and data["description"], label
         assert re.fullmatch(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?", data["name"]), label
         assert set(data["source"]) == SOURCE_KEYS[data["source"]["kind"]], label

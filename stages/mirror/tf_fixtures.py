@@ -43,11 +43,13 @@ def _tf():
 
 
 def _card(name: str, fmt: str, description: str, tags: list[str], source: dict,
-          targets: list[str] | None = None) -> str:
+          targets: list[str] | None = None, meta: str = "") -> str:
     lines = [f"name: {name}", f"format: {fmt}", f"description: {description}", "license: apache-2.0",
              f"tags: [{', '.join(tags)}]"]
     if targets:
         lines.append(f"targets: [{', '.join(targets)}]")
+    if meta:
+        lines.append(meta.rstrip("\n"))
     lines.append("source:")
     for key, value in source.items():
         if isinstance(value, dict):
@@ -143,10 +145,17 @@ def _savedmodel_tar(root: Path, key: str, make_module, extra_entries=(), extra_i
                    lambda: tar_gz(_savedmodel_entries(make_module()) + list(extra_entries), extra_infos))
 
 
+# TF Hub's image-module convention ("color values in the range [0,1]", NHWC, RGB), which the hub
+# files themselves do not record: the cards declare it, and the labels of these 10-class heads.
+TFHUB_PRE = ("preprocessing: {type: image, layout: NHWC, size: [32, 32], interpolation: bilinear, color: RGB, "
+             "scale: 0.00392156862745098, mean: [0.0], std: [1.0], source: TF Hub image module convention}\n"
+             "labels: [airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck]\n")
+
+
 def _tfhub_card(name: str, handle: str, sha: str, description: str, targets: list[str] | None = None,
                 tags: tuple[str, ...] = ("vision", "image-classification")) -> str:
     return _card(name, "tensorflow", description, list(tags), {"kind": "tfhub", "handle": handle, "sha256": sha},
-                 targets)
+                 targets, TFHUB_PRE)
 
 
 def build_tfhub_tiny(root: Path) -> Fixture:

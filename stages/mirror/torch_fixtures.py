@@ -46,6 +46,10 @@ ZIP_DATE = (2024, 1, 1, 0, 0, 0)          # every zip entry's timestamp (the mir
 MAR_CREATED_ON = "01/01/2024 00:00:00"    # torch-model-archiver's "%d/%m/%Y %H:%M:%S"
 MAR_ARCHIVER_VERSION = "0.12.0"
 CNN_INPUT = [1, 3, 32, 32]
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+# torch.hub repos and .mar archives carry no preprocessing metadata: their cards declare it.
+CNN_PRE = ("preprocessing: {type: image, layout: NCHW, size: [32, 32], interpolation: bilinear, color: RGB, "
+           "scale: 0.00392156862745098, mean: [0.5], std: [0.5]}\n")
 SENTIMENT = {0: "negative", 1: "neutral", 2: "positive"}
 
 # A WordPiece vocabulary: BERT's five special tokens, whole letters and their "##" continuations
@@ -284,12 +288,14 @@ def _flow(items: list) -> str:
 
 
 def _card(name: str, description: str, license_id: str, tags: list[str], source: dict,
-          trust_code: bool | None = None) -> str:
+          trust_code: bool | None = None, meta: str = "") -> str:
     """A card's YAML text, one key per line in the registry's order (flow style for lists/maps)."""
     lines = [f"name: {name}", "format: onnx", f"description: {description}", f"license: {license_id}",
              f"tags: {_flow(tags)}"]
     if trust_code is not None:
         lines.append(f"trust_code: {'true' if trust_code else 'false'}")
+    if meta:  # what the source does not describe: preprocessing (and labels), declared by the card
+        lines.append(meta.rstrip("\n"))
     lines.append("source:")
     for key, value in source.items():
         if isinstance(value, dict):
@@ -453,13 +459,12 @@ def mar_manifest(model_name: str, serialized: str, model_file: str | None = None
 
 def _index_to_name() -> bytes:
     """image_classifier's label file: class index (as a string) -> name."""
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    return json.dumps({str(i): n for i, n in enumerate(names)}, indent=2).encode()
+    return json.dumps({str(i): n for i, n in enumerate(CIFAR10)}, indent=2).encode()
 
 
 def _mar_card(name: str, description: str, url: str, sha: str, trust_code: bool | None = None) -> str:
     return _card(name, description, "apache-2.0", ["vision", "classification"],
-                 {"kind": "torchserve", "url": url, "sha256": sha, "input_shape": CNN_INPUT}, trust_code)
+                 {"kind": "torchserve", "url": url, "sha256": sha, "input_shape": CNN_INPUT}, trust_code, CNN_PRE)
 
 
 def _scripted_entries() -> list[tuple[str, bytes]]:
@@ -524,9 +529,11 @@ def _hub_card(root: Path, name: str, entrypoint: str, kwargs: dict, input_shape:
               trust_code: bool | None = True) -> tuple[str, str, str]:
     rel, sha = _place(root, HUB_URL, hub_archive())
     tags = ["vision", "classification"] if entrypoint == "tiny_cnn" else ["test"]
+    meta = CNN_PRE + f"labels: {_flow(CIFAR10)}\n" if entrypoint == "tiny_cnn" else \
+        "preprocessing: {type: tensor, note: four numbers}\n"
     card = _card(name, f"torch.hub {HUB_REPO}:{entrypoint} (a test fixture)", "mit", tags,
                  {"kind": "torchhub", "repo": HUB_REPO, "ref": HUB_REF, "sha256": sha, "entrypoint": entrypoint,
-                  "kwargs": kwargs, "input_shape": input_shape}, trust_code)
+                  "kwargs": kwargs, "input_shape": input_shape}, trust_code, meta)
     return card, rel, sha
 
 
