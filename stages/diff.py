@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-ASPECTS = ("source", "files", "opset", "io", "converter", "validation", "license")
+ASPECTS = ("source", "files", "opset", "io", "converter", "validation", "license", "preprocessing")
 
 
 def model_view(index_entry: dict | None, manifest: dict | None) -> dict[str, Any]:
@@ -29,6 +29,7 @@ def model_view(index_entry: dict | None, manifest: dict | None) -> dict[str, Any
         "validation": ({k: validation.get(k) for k in ("max_abs_error", "max_rel_error", "atol", "rtol", "passed")}
                        if validation else None),
         "license": manifest.get("license"),
+        "preprocessing": manifest.get("preprocessing"),
     }
 
 

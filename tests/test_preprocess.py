@@ -177,3 +177,24 @@ def test_preprocessing_must_fit_the_model_input(tmp_path):
         preprocess.check(card.preprocessing, card, [{"name": "x", "shape": [1, 224, 224, 3]}], tmp_path)
     with pytest.raises(StagingError, match="no preprocessing: the onnx-zoo source carries none"):
         preprocess.check(None, card, [], tmp_path)
+
+
+def test_zoo_diff_shows_licence_and_preprocessing_changes():
+    from types import SimpleNamespace
+
+    from stages import diff
+
+    pre = {"type": "image", "layout": "NCHW", "size": [224, 224], "resize": 256, "interpolation": "bilinear",
+           "color": "RGB", "scale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3, "source": "card"}
+    old = {"format": "onnx", "license": "apache-2.0", "preprocessing": pre, "model": {"labels": 1000}}
+    new = {**old, "license": "mit", "preprocessing": {**pre, "interpolation": "bicubic"}}
+
+    def snap(rev, manifest):
+        return SimpleNamespace(rev=rev, commit=rev * 4, index={"cards": {"m": {"format": "onnx"}}},
+                               manifests={"m": manifest})
+
+    result = diff.diff(snap("a", old), snap("b", new))
+    assert result["changed"]["m"] == {
+        "license": {"": {"from": "apache-2.0", "to": "mit"}},
+        "preprocessing": {"interpolation": {"from": "bilinear", "to": "bicubic"}}}
+    assert "mit" in diff.render_table(result) and "bicubic" in diff.render_markdown(result)

@@ -172,3 +172,31 @@ def test_a_tf_classifier_stages_its_labels_in_both_formats(mirror, mirror_root, 
         manifest = json.loads((root / f"registry/{folder}/{name}.manifest.json").read_text())
         assert manifest["model"]["labels"] == 3 and "labels.txt" in manifest["files"]
         assert (root / f"registry/{folder}/{name}/labels.txt").read_text() == "negative\nneutral\npositive\n"
+        # the tokenizer files staged beside both formats are what the preprocessing record names
+        pre = manifest["preprocessing"]
+        assert pre["type"] == "text" and pre["max_length"] == 64 and set(pre["files"]) <= set(manifest["files"])
+
+
+def test_declared_labels_must_fit_the_output_and_nothing_is_staged(mirror, tmp_path, tf_cards):
+    text = tf_cards["tfhub-tiny-classifier"].card
+    text = text[:text.index("\nlabels: ") + 1] + "labels: imagenet-1k\n" + text[text.index("\nsource:\n") + 1:]
+    name, fmt, path = card_path(text)
+    root = make_root(tmp_path, {f"{fmt}/{name}": text})
+    fetch_card(root, Path(path))
+    with pytest.raises(StagingError, match=r"1000 class names for output probabilities of shape \[.*, 10\]"):
+        stage_card(root, Path(path))
+    assert_nothing_staged(root, name, fmt)
+
+
+def test_a_classifier_without_labels_or_preprocessing_is_refused(mirror, tmp_path, tf_cards):
+    full = tf_cards["tfhub-tiny-classifier"].card
+    no_labels = full[:full.index("\nlabels: ") + 1] + full[full.index("\nsource:\n") + 1:]
+    no_pre = full[:full.index("\npreprocessing: ") + 1] + full[full.index("\nlabels: ") + 1:]
+    for text, problem in ((no_labels, "a classifier without class names: the tfhub source gives none"),
+                          (no_pre, "no preprocessing: the tfhub source carries none and the card declares none")):
+        name, fmt, path = card_path(text)
+        root = make_root(tmp_path / problem[:5], {f"{fmt}/{name}": text})
+        fetch_card(root, Path(path))
+        with pytest.raises(StagingError, match=problem):
+            stage_card(root, Path(path))
+        assert_nothing_staged(root, name, fmt)
