@@ -163,7 +163,8 @@ def main() -> int:
         print("==> zoo diff zoo-v1.0.0 zoo-v1.1.0")
         print(sandbox.run(["zoo", "diff", "zoo-v1.0.0", "zoo-v1.1.0"], repo, env).stdout, end="")
         t = step("in the fresh clone: dvc pull registry/onnx/tv-squeezenet too, then zoo run on generated images "
-                 "(the manifests' preprocessing, ONNX Runtime, labels.txt)")
+                 "(the manifests' preprocessing, ONNX Runtime, labels.txt; the demo weights are seeded, not "
+                 "trained, so the classes are arbitrary)")
         sandbox.run(["dvc", "pull", "registry/onnx/tv-squeezenet"], clone, env)
         digit = digit_image((WORK / "seven.png").resolve())
         photo = picture((WORK / "picture.png").resolve(), (320, 240))

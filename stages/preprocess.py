@@ -212,9 +212,28 @@ def from_hf_image(config: dict, num_channels: int = 3) -> dict[str, Any] | None:
                  source=f"Hugging Face preprocessor_config.json ({config.get('image_processor_type', '?')})")
 
 
-def from_hf_text(folder: Path, config: dict) -> dict[str, Any] | None:
-    """Tokenizer files of a Hugging Face repo (staged beside the model) and the maximum length."""
+def fast_tokenizer(folder: Path, workdir: Path) -> Path | None:
+    """A repo with only a slow tokenizer (vocab.txt, ...): transformers' own slow-to-fast conversion
+    writes the tokenizer.json that `zoo run` reads; None when transformers has no fast version."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    if not getattr(tokenizer, "is_fast", False):
+        return None
+    path = workdir / "tokenizer.json"
+    path.write_text(tokenizer.backend_tokenizer.to_str(pretty=True), encoding="utf-8")
+    return path
+
+
+def from_hf_text(folder: Path, config: dict, converted: Path | None = None) -> dict[str, Any] | None:
+    """Tokenizer files of a Hugging Face repo (staged beside the model) and the maximum length;
+    `converted` is a tokenizer.json made by fast_tokenizer for a repo without one."""
     files = [name for name in TOKENIZER_FILES if (folder / name).is_file()]
+    if converted is not None and "tokenizer.json" not in files:
+        files.append("tokenizer.json")
     if "tokenizer.json" not in files:
         return None
     tok_config = json.loads((folder / "tokenizer_config.json").read_text()) if "tokenizer_config.json" in files else {}
@@ -224,17 +243,25 @@ def from_hf_text(folder: Path, config: dict) -> dict[str, Any] | None:
         max_length, where = config.get("max_position_embeddings"), "config.json max_position_embeddings"
     if not max_length:
         return None
+    origin = ("tokenizer.json converted by transformers from the repo's slow tokenizer" if converted is not None
+              else "the repo's tokenizer files")
     return text(tokenizer="tokenizer.json", files=files, max_length=int(max_length),
-                source=f"the repo's tokenizer files; max length from {where}")
+                source=f"{origin}; max length from {where}")
 
 
-def from_hf(folder: Path, config: dict, task: str) -> dict[str, Any] | None:
+def from_hf(folder: Path, config: dict, task: str, workdir: Path) -> tuple[dict[str, Any] | None, dict[str, Path]]:
+    """The preprocessing record of a Hugging Face repo, and files to stage beside the model for it."""
     if task == "image-classification":
         path = folder / "preprocessor_config.json"
         if not path.is_file():
-            return None
-        return from_hf_image(json.loads(path.read_text()), int(config.get("num_channels", 3)))
-    return from_hf_text(folder, config)
+            return None, {}
+        return from_hf_image(json.loads(path.read_text()), int(config.get("num_channels", 3))), {}
+    if (folder / "tokenizer.json").is_file():
+        return from_hf_text(folder, config), {}
+    converted = fast_tokenizer(folder, workdir)
+    if converted is None:
+        return None, {}
+    return from_hf_text(folder, config, converted), {"tokenizer.json": converted}
 
 
 # ----------------------------------------------------------------------------- checks at staging

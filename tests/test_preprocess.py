@@ -198,3 +198,53 @@ def test_zoo_diff_shows_licence_and_preprocessing_changes():
         "license": {"": {"from": "apache-2.0", "to": "mit"}},
         "preprocessing": {"interpolation": {"from": "bilinear", "to": "bicubic"}}}
     assert "mit" in diff.render_table(result) and "bicubic" in diff.render_markdown(result)
+
+
+@pytest.mark.parametrize("processor,config", [
+    ("ViTImageProcessor", {"do_resize": True, "size": {"height": 224, "width": 224}, "resample": 2, "do_rescale": True,
+                           "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5] * 3,
+                           "image_std": [0.5] * 3}),
+    ("CLIPImageProcessor", {"do_resize": True, "size": {"shortest_edge": 224}, "resample": 3, "do_center_crop": True,
+                            "crop_size": {"height": 224, "width": 224}, "do_rescale": True,
+                            "rescale_factor": 1 / 255, "do_normalize": True,
+                            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                            "image_std": [0.26862954, 0.26130258, 0.27577711], "do_convert_rgb": True}),
+])
+def test_hugging_face_record_reproduces_the_image_processor(tmp_path, processor, config):
+    import transformers
+    from PIL import Image
+
+    pre = preprocess.from_hf_image({**config, "image_processor_type": processor})
+    assert pre["source"] == f"Hugging Face preprocessor_config.json ({processor})"
+    path = image_file(tmp_path, (300, 240))
+    with Image.open(path) as img:
+        expected = getattr(transformers, processor)(**config)(img.convert("RGB"), return_tensors="np")["pixel_values"]
+    got = preprocess.load_image(pre, path)
+    assert got.shape == expected.shape == (1, 3, 224, 224)
+    assert np.abs(got - expected).max() < 1e-4  # both resize with PIL, then the same arithmetic
+
+
+def test_a_repo_without_tokenizer_json_gets_transformers_conversion(tmp_path):
+    """distilbert-sst2's repo, e.g., has vocab.txt and tokenizer_config.json only: transformers converts
+    its slow tokenizer to tokenizer.json (byte-stable), which tokenizes as the slow one does."""
+    from stages.mirror.torch_fixtures import _tokenizer_files
+    from transformers import BertTokenizer
+
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    for name, data in _tokenizer_files(tmp_path).items():
+        if name != "tokenizer.json":
+            (folder / name).write_bytes(data)
+    outs = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        pre, extra = preprocess.from_hf(folder, {"max_position_embeddings": 64}, "text-classification", tmp_path / run)
+        outs.append(extra["tokenizer.json"].read_bytes())
+    assert outs[0] == outs[1] and pre["tokenizer"] == "tokenizer.json" and "tokenizer.json" in pre["files"]
+    assert pre["source"].startswith("tokenizer.json converted by transformers")
+    (folder / "tokenizer.json").write_bytes(outs[0])  # staged beside the model, as the stage does
+    inputs = [("input_ids", "int64", [1, "s"]), ("attention_mask", "int64", [1, "s"]), ("token_type_ids", "int64", [1, "s"])]
+    text = "The tiny model reads this sentence, slowly!"
+    feeds = preprocess.encode_text(pre, folder, text, inputs)
+    slow = BertTokenizer.from_pretrained(str(folder))(text, truncation=True, max_length=64, return_tensors="np")
+    assert feeds["input_ids"].tolist() == slow["input_ids"].tolist()

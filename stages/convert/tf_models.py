@@ -298,11 +298,14 @@ def build_huggingface_tf(card, raw, settings, workdir: Path) -> TFSource:
     side = {p.name: p for p in files if p.suffix not in (".h5", ".bin", ".safetensors", ".msgpack")
             and not p.name.endswith(".index.json")}
     from stages import preprocess
+
+    pre, extra = preprocess.from_hf(raw.path, config, spec.task, workdir)
+    side.update(extra)
     from stages.labels import hf_labels
 
     return TFSource(fn=fn, inputs=signature_specs(fn), outputs=outputs, make_inputs=make_inputs,
                     reference=reference, text=True, side_files=side, labels=hf_labels(config, spec.task),
-                    preprocessing=preprocess.from_hf(raw.path, config, spec.task),
+                    preprocessing=pre,
                     info={"architecture": (config.get("architectures") or ["?"])[0], "task": spec.task,
                           "weights": "pytorch (safetensors)" if spec.from_pytorch else "tensorflow (tf_model.h5)"})
 

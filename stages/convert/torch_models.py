@@ -232,7 +232,7 @@ HF_TASK_CLASSES = {
 }
 
 
-def build_huggingface(card, raw, settings) -> Built:
+def build_huggingface(card, raw, settings, workdir: Path) -> Built:
     import torch
     import transformers
 
@@ -265,7 +265,7 @@ def build_huggingface(card, raw, settings) -> Built:
                         {}, name="pixel_values")
         built.info = {"architecture": (config.get("architectures") or ["?"])[0]}
         built.labels = hf_labels(config, spec.task)
-        built.preprocessing = preprocess.from_hf(raw.path, config, spec.task)
+        built.preprocessing, _ = preprocess.from_hf(raw.path, config, spec.task, workdir)
         return built
     forward = module.forward.__code__.co_varnames
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in forward]
@@ -279,11 +279,13 @@ def build_huggingface(card, raw, settings) -> Built:
 
     side = {p.name: p for p in raw.all("repo") if p.name != "model.safetensors" and p.suffix not in (".bin", ".safetensors")
             and not p.name.endswith(".index.json")}
+    pre, extra = preprocess.from_hf(raw.path, config, spec.task, workdir)
+    side.update(extra)
     return Built(module=_HFWrapper(module, names, outputs), input_names=names, output_names=outputs,
                  make_inputs=make_inputs, dynamic={n: {0: "batch", 1: "sequence"} for n in names}, text=True,
                  side_files=side, info={"architecture": (config.get("architectures") or ["?"])[0],
                                         "task": spec.task}, labels=hf_labels(config, spec.task),
-                 preprocessing=preprocess.from_hf(raw.path, config, spec.task))
+                 preprocessing=pre)
 
 
 def _hf_wrapper_class():
@@ -318,5 +320,5 @@ def build(card, raw, settings, workdir: Path) -> Built:
     if kind == "torchserve":
         return build_torchserve(card, raw, settings, workdir)
     if kind == "huggingface":
-        return build_huggingface(card, raw, settings)
+        return build_huggingface(card, raw, settings, workdir)
     raise StagingError(f"{card.path}: the torch converter cannot build kind {kind!r}", fix="this is a registry bug")
