@@ -252,10 +252,19 @@ def from_hf_text(folder: Path, config: dict, converted: Path | None = None) -> d
 def from_hf(folder: Path, config: dict, task: str, workdir: Path) -> tuple[dict[str, Any] | None, dict[str, Path]]:
     """The preprocessing record of a Hugging Face repo, and files to stage beside the model for it."""
     if task == "image-classification":
-        path = folder / "preprocessor_config.json"
-        if not path.is_file():
+        if not (folder / "preprocessor_config.json").is_file():
             return None, {}
-        return from_hf_image(json.loads(path.read_text()), int(config.get("num_channels", 3))), {}
+        # transformers' own processor class resolves the file (an int `size` means a square for ViT,
+        # the shortest edge for CLIP, ...); the slow class, which resizes with PIL as `zoo run` does
+        from transformers import AutoImageProcessor
+
+        processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True, use_fast=False)
+        keys = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
+                "do_normalize", "image_mean", "image_std")
+        resolved = {k: getattr(processor, k) for k in keys if getattr(processor, k, None) is not None}
+        resolved["resample"] = int(resolved.get("resample", 2))
+        resolved["image_processor_type"] = type(processor).__name__
+        return from_hf_image(resolved, int(config.get("num_channels", 3))), {}
     if (folder / "tokenizer.json").is_file():
         return from_hf_text(folder, config), {}
     converted = fast_tokenizer(folder, workdir)

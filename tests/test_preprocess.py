@@ -201,6 +201,8 @@ def test_zoo_diff_shows_licence_and_preprocessing_changes():
 
 
 @pytest.mark.parametrize("processor,config", [
+    ("ViTImageProcessor", {"do_resize": True, "size": 224, "resample": 2, "do_normalize": True,  # google/vit-*'s
+                           "image_mean": [0.5] * 3, "image_std": [0.5] * 3}),                   # int size: a square
     ("ViTImageProcessor", {"do_resize": True, "size": {"height": 224, "width": 224}, "resample": 2, "do_rescale": True,
                            "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5] * 3,
                            "image_std": [0.5] * 3}),
@@ -209,13 +211,19 @@ def test_zoo_diff_shows_licence_and_preprocessing_changes():
                             "rescale_factor": 1 / 255, "do_normalize": True,
                             "image_mean": [0.48145466, 0.4578275, 0.40821073],
                             "image_std": [0.26862954, 0.26130258, 0.27577711], "do_convert_rgb": True}),
+    ("CLIPImageProcessor", {"size": 224, "crop_size": 224, "do_center_crop": True, "resample": 3}),  # int: shortest edge
 ])
 def test_hugging_face_record_reproduces_the_image_processor(tmp_path, processor, config):
+    import json
+
     import transformers
     from PIL import Image
 
-    pre = preprocess.from_hf_image({**config, "image_processor_type": processor})
-    assert pre["source"] == f"Hugging Face preprocessor_config.json ({processor})"
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / "preprocessor_config.json").write_text(json.dumps({**config, "image_processor_type": processor}))
+    pre, extra = preprocess.from_hf(folder, {}, "image-classification", tmp_path)
+    assert extra == {} and pre["source"] == f"Hugging Face preprocessor_config.json ({processor})"
     path = image_file(tmp_path, (300, 240))
     with Image.open(path) as img:
         expected = getattr(transformers, processor)(**config)(img.convert("RGB"), return_tensors="np")["pixel_values"]
