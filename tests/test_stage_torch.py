@@ -102,6 +102,23 @@ def test_classifier_outputs_and_token_type_inputs(mirror, torch_cards, tmp_path)
     assert [o["name"] for o in manifest["model"]["outputs"]] == ["logits"]
     assert [i["name"] for i in manifest["model"]["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
     assert manifest["model"]["outputs"][0]["shape"][1] == 3
+    # `zoo run` on texts: the staged tokenizer and labels.txt give transformers' own class probabilities
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from stages.run import run
+
+    texts = ["a tiny sentence", "the quick brown fox jumps over the lazy dog"]
+    result = run(root / "registry/onnx/tiny-bert-cls", texts, top_k=3)
+    raw = root / "registry/_raw/tiny-bert-cls"
+    tokenizer = AutoTokenizer.from_pretrained(str(raw))
+    model = AutoModelForSequenceClassification.from_pretrained(str(raw)).eval()
+    for text, row in zip(texts, result["results"], strict=True):
+        with torch.no_grad():
+            probs = torch.softmax(model(**tokenizer(text, return_tensors="pt")).logits, -1)[0].numpy()
+        assert [t["label"] for t in row["top"]] == [model.config.id2label[int(i)] for i in np.argsort(-probs)]
+        assert max(abs(t["score"] - probs[t["index"]]) for t in row["top"]) < 1e-5
 
 
 @pytest.mark.parametrize("name", ["tv-squeezenet", "tiny-bert"])
