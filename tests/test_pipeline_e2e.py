@@ -91,8 +91,8 @@ def test_fresh_clone_pulls_one_model_and_nothing_else(reg):
     dvc(reg, "pull", "registry/onnx/mnist", cwd=clone)
     files = sorted(str(p.relative_to(clone)) for p in (clone / "registry").rglob("*")
                    if p.is_file() and not p.name.endswith((".yaml", ".json", ".gitignore")))
-    assert files == ["registry/onnx/mnist/model.onnx", "registry/onnx/mnist/test_data_set_0/input_0.pb",
-                     "registry/onnx/mnist/test_data_set_0/output_0.pb"]
+    assert files == ["registry/onnx/mnist/labels.txt", "registry/onnx/mnist/model.onnx",
+                     "registry/onnx/mnist/test_data_set_0/input_0.pb", "registry/onnx/mnist/test_data_set_0/output_0.pb"]
     verified = sandbox.run(["zoo", "verify", "registry/onnx/mnist"], clone, reg["env"]).stdout
     assert verified.startswith("onnx/mnist: model.onnx on 1 golden set(s): max abs") and verified.endswith(" ok\n")
     manifest = json.loads((clone / "registry/onnx/mnist.manifest.json").read_text())
