@@ -62,6 +62,10 @@ def run(folder: Path, inputs: list[str], top_k: int = 5) -> dict[str, Any]:
             feeds = preprocess.encode_text(pre, folder, value, specs)
         output = onnxrt.run(sess, feeds, f"{folder}: {value}")[out_name]
         row: dict[str, Any] = {"input": value, "output": out_name}
+        if names and np.asarray(output).ndim > 2:
+            raise RunError(f"{folder}: output {out_name} has shape {list(np.shape(output))}: scores per position "
+                           "(token classification, segmentation), which zoo run does not render",
+                           fix="run the model with your own code; labels.txt names its last axis")
         if names:
             scores, how = _scores(output[0])
             if scores.size != len(names):

@@ -256,3 +256,34 @@ def test_a_repo_without_tokenizer_json_gets_transformers_conversion(tmp_path):
     feeds = preprocess.encode_text(pre, folder, text, inputs)
     slow = BertTokenizer.from_pretrained(str(folder))(text, truncation=True, max_length=64, return_tensors="np")
     assert feeds["input_ids"].tolist() == slow["input_ids"].tolist()
+
+
+def test_zoo_run_refuses_per_position_scores(tmp_path):
+    """A token classifier's [1, seq, classes] output is not a top-k: one clear line, not a wrong table."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from stages.preprocess import RunError
+    from stages.run import run
+
+    folder = tmp_path / "registry/onnx/tok"
+    folder.mkdir(parents=True)
+    graph = helper.make_graph([helper.make_node("Cast", ["input_ids"], ["c"], to=TensorProto.FLOAT),
+                               helper.make_node("Unsqueeze", ["c", "axes"], ["u"]),
+                               helper.make_node("Concat", ["u", "u"], ["logits"], axis=2)], "tok",
+                              [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "s"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "s", 2])],
+                              [helper.make_tensor("axes", TensorProto.INT64, [1], [2])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), folder / "model.onnx")
+    from stages.mirror.torch_fixtures import _tokenizer_files
+
+    for name, data in _tokenizer_files(tmp_path).items():
+        (folder / name).write_bytes(data)
+    (folder / "labels.txt").write_text("O\nB-X\n")
+    (folder.parent / "tok.manifest.json").write_text(json.dumps({
+        "format": "onnx", "model": {"inputs": [{"name": "input_ids", "dtype": "int64", "shape": [1, "s"]}]},
+        "preprocessing": {"type": "text", "tokenizer": "tokenizer.json", "files": ["tokenizer.json"], "max_length": 8}}))
+    with pytest.raises(RunError, match=r"output logits has shape \[1, 4, 2\]: scores per position"):
+        run(folder, ["a b"])
