@@ -136,6 +136,22 @@ def torch_stage_timings(env, mirror_root: Path) -> dict:
         phases = record["phases"]
         out[name] = {"wall_s": wall, **phases,
                      "outside_export_validate": 1 - (phases["export"] + phases["validate"]) / wall}
+    out["zoo run"] = zoo_run_timings(repo, env)
+    return out
+
+
+def zoo_run_timings(repo: Path, env) -> dict:
+    """`zoo run` on the staged classifier (a generated picture) and encoder (a text): median wall of 3,
+    and which heavy frameworks the command imported (none expected: Pillow, tokenizers, onnxruntime)."""
+    from stages.demo import picture
+
+    image = picture(WORK / "picture.png", (320, 240))
+    timings = WORK / "run-timings.jsonl"
+    out = {}
+    for name, value in (("tv-squeezenet", str(image)), ("tiny-bert", "a short sentence for the encoder")):
+        args = [sys.executable, "-m", "stages", "run", f"registry/onnx/{name}", value]
+        out[name] = {"wall_s": timed(args, repo, dict(env, ZOO_TIMINGS=str(timings))),
+                     "heavy_modules": json.loads(timings.read_text().splitlines()[-1])["heavy_modules"]}
     return out
 
 
@@ -198,9 +214,14 @@ def main() -> int:
               f" heavy modules imported: {o['heavy_modules'] or 'none'}")
     print()
     print(f"{'PyTorch demo model':20}{'stage wall':>11}{'build':>8}{'export':>8}{'validate':>9}{'outside export+validate':>25}")
+    runs = torch_times.pop("zoo run")
     for name, t in torch_times.items():
         print(f"{name:20}{t['wall_s']:10.2f}s{t['build']:7.2f}s{t['export']:7.2f}s{t['validate']:8.2f}s"
               f"{100 * t['outside_export_validate']:24.0f}%")
+    for name, r in runs.items():
+        print(f"zoo run registry/onnx/{name}: {r['wall_s']:.2f} s (whole command, median of 3); "
+              f"heavy modules imported: {r['heavy_modules'] or 'none'}")
+    torch_times["zoo run"] = runs
     print()
     print(f"{'TensorFlow demo model':34}{'stage wall':>11}{'build':>8}{'freeze':>8}{'keras':>8}{'tf2onnx':>9}{'validate':>9}")
     for name, t in tf_times.items():
