@@ -123,16 +123,15 @@ def check_license(card: Card, params: dict) -> None:
                                "(`zoo remove`)")
 
 
-def stage_labels(card: Card, model: dict, out: Path) -> None:
-    """labels.txt: the card's declaration wins over the source's; a classifier must end up with one."""
+def stage_labels(card: Card, derived: list[str] | None, model: dict, out: Path) -> None:
+    """labels.txt beside the model, counted in the manifest: the card's declaration wins over the
+    source's (`derived`); a classifier must end up with names, as many as its output has scores."""
     from stages import labels
 
-    if card.labels:
-        labels.write(out, card.labels)
-    found = labels.read(out)
-    if found:
-        labels.check_width(card, found, model.get("outputs") or [])
-        model["labels"] = len(found)
+    names = card.labels or derived
+    if names:
+        labels.check_width(card, list(names), model.get("outputs") or [])
+        model["labels"] = labels.write(out, names)
     elif labels.is_classifier(card):
         raise StagingError(f"{card.path}: a classifier without class names: the {card.kind} source gives none and "
                            "the card declares none", fix="add `labels:` to the card (a list, or imagenet-1k)")
@@ -166,7 +165,7 @@ def stage_card(root: Path, card_path: Path, target: str | None = None) -> Path:
         sections = converter.run()(card, raw, tmp, settings)
         model = sections["model"]
         pre = preprocess.check(card.preprocessing or sections.get("preprocessing"), card, model.get("inputs") or [], tmp)
-        stage_labels(card, model, tmp)
+        stage_labels(card, sections.get("labels"), model, tmp)
         files = manifest.file_records(tmp)
     data = manifest.build(card, files=files, source_files=list(raw.files), model=model,
                           converter=manifest.converter_record(converter, versions, settings),

@@ -187,13 +187,10 @@ def _pil_name(resample) -> str | None:
 
 
 def from_hf_image(config: dict, num_channels: int = 3) -> dict[str, Any] | None:
-    """A Hugging Face image processor's preprocessor_config.json (resize, crop, rescale, normalize)."""
+    """A Hugging Face image processor's settings (resize, crop, rescale, normalize), as its class
+    resolved them: `size` and `crop_size` are dicts ({height, width} or {shortest_edge})."""
     size = config.get("size") or {}
-    if isinstance(size, int):
-        size = {"shortest_edge": size}
     crop = config.get("crop_size") if config.get("do_center_crop") else None
-    if isinstance(crop, int):
-        crop = {"height": crop, "width": crop}
     interpolation = _pil_name(config.get("resample", 2))
     if interpolation is None or config.get("do_resize") is False:
         return None

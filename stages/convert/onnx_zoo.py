@@ -72,12 +72,6 @@ def _reference_cases(out: Path, inputs, sess, comparison, card) -> int:
     return len(sets)
 
 
-def onnx_version() -> str:
-    import onnx
-
-    return onnx.__version__
-
-
 def _reference_golden(model, inputs, out: Path, settings: dict) -> None:
     """test_data_set_0 for a card without the zoo's test data: batch-1 deterministic inputs, outputs
     from onnx.reference.ReferenceEvaluator, the spec's own executable definition of each operator."""
@@ -95,14 +89,17 @@ def _reference_golden(model, inputs, out: Path, settings: dict) -> None:
 def stage(card, raw, out: Path, settings: dict) -> dict:
     """Stage into `out` (a fresh temp folder) and return the manifest's model/validation sections."""
     from stages import onnxrt
+    import onnx
+
     from stages.archives import extract_matching
     from stages.validate import Comparison, check_finite
 
     model_file = raw.file("model")
     model = _check(model_file, card)
+    zoo_sets = raw.has("test_data")
     inputs, outputs = onnxrt.io_specs(model)
     shutil.copyfile(model_file, out / "model.onnx")
-    if raw.has("test_data"):
+    if zoo_sets:
         written = extract_matching(raw.file("test_data"), TEST_FILE_RE, out, TEST_REL_RE)
         if not any(w.endswith(".pb") and "/output_" in w for w in written):
             raise StagingError(f"{card.path}: {raw.file('test_data').name} holds no test_data_set_*/output_*.pb",
@@ -120,14 +117,14 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
         comparison.failures += check_finite(onnxrt.run(sess, feeds, f"{card.path}: {label}"), label)
     _reference_cases(out, inputs, sess, comparison, card)
     comparison.raise_if_failed(card.name)
-    validation = comparison.record("zoo test_data_set" if raw.has("test_data") else "onnx.reference evaluator")
+    validation = comparison.record("zoo test_data_set" if zoo_sets else "onnx.reference evaluator")
     validation["generated_runs"] = len(batches)
     return {
         "model": {
             **onnxrt.model_record(model),
             "staged_as_downloaded": True,
-            "golden_data": ("the ONNX zoo's test_data_set_*" if raw.has("test_data") else
-                            f"test_data_set_0: outputs computed by onnx {onnx_version()}'s reference evaluator"),
+            "golden_data": ("the ONNX zoo's test_data_set_*" if zoo_sets else
+                            f"test_data_set_0: outputs computed by onnx {onnx.__version__}'s reference evaluator"),
         },
         "validation": validation,
     }

@@ -137,7 +137,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
 
             validation = validate(card, source, settings, {"model.onnx": run},
                                   f"{_source_name(card)}, deterministic inputs")
-        labels = finish(source, settings, out)
+        finish(source, settings, out)
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)
     import tf2onnx
 
@@ -148,8 +148,8 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             **({"layout": "NHWC"} if any(len(s.shape) == 4 for s in source.inputs) else {}),
             **{k: v for k, v in source.info.items() if k != "keras_name"},
             "golden_data": "test_data_set_0: outputs computed by the source TensorFlow model",
-            **({"labels": labels} if labels else {}),
         },
         "validation": validation,
         "preprocessing": source.preprocessing,
+        "labels": source.labels,
     }

@@ -218,21 +218,18 @@ def keras_files(card, source, out: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- the stage
 
-def finish(source, settings: dict, out: Path) -> int | None:
+def finish(source, settings: dict, out: Path) -> None:
     """What every TensorFlow-side stage writes beside its model: test_data_set_0 (the first case's
-    inputs, outputs from the SOURCE model), labels.txt and the side files; returns the label count."""
+    inputs, outputs from the SOURCE model) and the side files (labels.txt is the pipeline's)."""
     from stages.golden import write_set
-    from stages.labels import write as write_labels
     from stages.timing import phase
 
     with phase("golden"):
         _, feeds = next(iter(cases(source, settings)))
         expected = source.reference(feeds)
         write_set(out, [(s.name, feeds[s.name]) for s in source.inputs], [(n, expected[n]) for n in source.outputs])
-        labels = write_labels(out, source.labels)
     for name, path in sorted(source.side_files.items()):
         shutil.copyfile(path, out / name)
-    return labels
 
 
 def stage(card, raw, out: Path, settings: dict) -> dict:
@@ -254,7 +251,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             runners["model.pb"] = frozen_runner(out / "model.pb", inputs, outputs)
             validation = validate(card, source, settings, dict(sorted(runners.items())),
                                   f"{_source_name(card)}, deterministic inputs")
-        labels = finish(source, settings, out)
+        finish(source, settings, out)
     import tensorflow as tf
 
     return {
@@ -267,10 +264,10 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             "tensorflow": tf.__version__,
             **source.info,
             "golden_data": f"test_data_set_0: outputs computed by the source model (TensorFlow {tf.__version__})",
-            **({"labels": labels} if labels else {}),
         },
         "validation": validation,
         "preprocessing": source.preprocessing,
+        "labels": source.labels,
     }
 
 

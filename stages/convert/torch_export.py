@@ -133,7 +133,6 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
     from stages import onnxrt
     from stages.convert import onnx_normalize
     from stages.convert.torch_models import build
-    from stages.labels import write as write_labels
     from stages.timing import phase
 
     torch.manual_seed(int(settings.get("seed", 0)))
@@ -155,7 +154,6 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             validation = _validate(built, out / "model.onnx", settings, card, {"threads": 1})
         with phase("golden"):
             golden_data(built, settings, out)
-            labels = write_labels(out, built.labels)
         for name, path in sorted(built.side_files.items()):
             shutil.copyfile(path, out / name)
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)
@@ -166,8 +164,8 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             "parameters": int(sum(p.numel() for p in built.module.parameters())) if hasattr(built.module, "parameters") else None,
             **built.info,
             "golden_data": f"test_data_set_0: outputs computed by PyTorch {torch.__version__}",
-            **({"labels": labels} if labels else {}),
         },
         "validation": validation,
         "preprocessing": built.preprocessing,
+        "labels": built.labels,
     }

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 from stages.mirror.fixtures import Fixture, tar_gz
-from stages.mirror.torch_fixtures import _hf_files, _place, _read_dir, _sha
+from stages.mirror.torch_fixtures import CIFAR10, _hf_files, _place, _read_dir, _sha
 
 TFHUB = "https://tfhub.dev/zoo-fixtures"
 KAGGLE = "https://www.kaggle.com/models/zoo-fixtures"
@@ -149,7 +149,7 @@ def _savedmodel_tar(root: Path, key: str, make_module, extra_entries=(), extra_i
 # files themselves do not record: the cards declare it, and the labels of these 10-class heads.
 TFHUB_PRE = ("preprocessing: {type: image, layout: NHWC, size: [32, 32], interpolation: bilinear, color: RGB, "
              "scale: 0.00392156862745098, mean: [0.0], std: [1.0], source: TF Hub image module convention}\n"
-             "labels: [airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck]\n")
+             f"labels: [{', '.join(CIFAR10)}]\n")
 
 
 def _tfhub_card(name: str, handle: str, sha: str, description: str, targets: list[str] | None = None,
