@@ -287,3 +287,18 @@ def test_zoo_run_refuses_per_position_scores(tmp_path):
         "preprocessing": {"type": "text", "tokenizer": "tokenizer.json", "files": ["tokenizer.json"], "max_length": 8}}))
     with pytest.raises(RunError, match=r"output logits has shape \[1, 4, 2\]: scores per position"):
         run(folder, ["a b"])
+
+
+def test_zoo_run_refuses_a_model_that_takes_raw_tensors(tmp_path):
+    import json
+
+    from stages.preprocess import RunError
+    from stages.run import run
+
+    folder = tmp_path / "registry/onnx/raw"
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(b"")
+    (folder.parent / "raw.manifest.json").write_text(json.dumps({
+        "format": "onnx", "preprocessing": {"type": "tensor", "note": "four numbers", "source": "declared in the card"}}))
+    with pytest.raises(RunError, match=r"records no image or text preprocessing \(four numbers\)"):
+        run(folder, ["x"])
