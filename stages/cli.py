@@ -1,7 +1,8 @@
 """`zoo`: the registry's command line. Thin: parse, call stages.pipeline / stages.index, map errors.
 
 Every `ZooError` becomes one line on stderr (`zoo: error: ...`, ending with the fix) and its exit
-code; anything else is a bug and keeps its traceback.
+code; anything else is a bug: one line `zoo: internal error: ...` and exit 70, its traceback only
+with `-v`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,26 @@ def _cmd_check(args) -> int:
                                   fix=f"delete {left[0]} and {folder}, and their dvc.lock entry, or restore the target")
         raise IndexStaleError(f"{left[0]} has no card (deleted by hand?)",
                               fix=f"run `zoo remove {name}` to remove what the pipeline made for it")
+    _warn_defaulted_dims(args.root, cards)
     print(f"{len(cards)} cards ok; {index.INDEX} is up to date")
     return 0
+
+
+def _warn_defaulted_dims(root: Path, cards) -> None:
+    """A model validated on symbolic dims nobody gave a value (a 1x1 image) passed a check that proves
+    little: name each one (from its manifest's `validation.defaulted_dims`), without failing."""
+    import json
+
+    for card in cards:
+        for fmt in (card.format, *card.targets):
+            path = root / card.target_manifest(fmt)
+            try:
+                dims = (json.loads(path.read_text(encoding="utf-8")).get("validation") or {}).get("defaulted_dims")
+            except (OSError, ValueError):
+                continue  # no manifest yet, or one `zoo verify` will report
+            if dims:
+                print(f"zoo: warning: {card.target_dir(fmt).as_posix()}: validated on defaulted dims: "
+                      f"{'; '.join(dims)}; declare them under `inputs:` in {card.path}", file=sys.stderr)
 
 
 def _check_metadata(cards) -> None:
@@ -57,11 +76,14 @@ def _check_metadata(cards) -> None:
 
 
 def _check_dvc_yaml(root: Path, cards) -> None:
-    """Every converter a card uses must have its foreach block in dvc.yaml."""
+    """Every converter a card uses must have its foreach block in dvc.yaml, and no output of the
+    pipeline may be in git (its bytes belong to DVC; DVC refuses to restage an output git tracks).
+    The blocks' deps are checked by index.check: `zoo index` writes them."""
     import yaml
 
     from stages.convert import for_card
     from stages.errors import IndexStaleError
+    from stages.index import tracked_outputs
 
     stages = (yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages", {})
     for card in cards:
@@ -72,13 +94,20 @@ def _check_dvc_yaml(root: Path, cards) -> None:
                 raise IndexStaleError(f"dvc.yaml has no `{converter.stage}` block iterating "
                                       f"${{converters.{converter.name}}} (needed by {card.path})",
                                       fix="restore the block from the README's pipeline section")
+    tracked = tracked_outputs(root)
+    if tracked:
+        (first, count), more = next(iter(tracked.items())), len(tracked) - 1
+        others = f", and {more} more output folder(s) ({', '.join(list(tracked)[1:4])})" if more else ""
+        raise IndexStaleError(f"{first} is a DVC output but git tracks it ({count} file(s){others})",
+                              fix=f"run `git rm -r --cached {' '.join(tracked)}` and commit (the files stay; "
+                                  "the root .gitignore keeps outputs out of git)")
 
 
 def _cmd_index(args) -> int:
     from stages import index
 
     changed = index.write(args.root)
-    print(f"{index.INDEX} and dvc.yaml's artifacts {'updated' if changed else 'already up to date'}")
+    print(f"{index.INDEX} and dvc.yaml's artifacts and converter deps {'updated' if changed else 'already up to date'}")
     return 0
 
 
@@ -138,7 +167,7 @@ def _cmd_diff(args) -> int:
 
 
 def _cmd_verify(args) -> int:
-    from stages.golden import verify
+    from stages.verify import verify
 
     for folder in args.folders:  # a failing model raises VerifyError: its message and exit code
         path = Path(folder)
@@ -265,18 +294,42 @@ def _record_timing(args, started: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command: an exit code and, on failure, exactly one line on stderr, never a traceback.
+
+    A ZooError is the user's to fix: `zoo: error: <what, where>; <fix>` and its exit code (a message
+    that spans lines is joined, so scripts and DVC's log show all of it). Anything else is a bug in
+    the registry, not in the input: one line saying so and exit 70 (EX_SOFTWARE in sysexits.h), and
+    `-v` re-raises it for the traceback a report needs. argparse's usage errors exit 2 before this.
+    """
+    from stages.errors import ConfigError
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="zoo: %(levelname)s: %(message)s")
     started = time.perf_counter()
+
+    def one_line(exc: BaseException) -> str:
+        return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
     try:
-        args.root = (args.root or constants.root()).resolve()
+        root = args.root or constants.root()
+        if not root.is_dir():
+            raise ConfigError(f"{root}: the registry root is not a folder",
+                              fix="check --root or ZOO_ROOT (default: the current folder)")
+        args.root = root.resolve()
         code = args.func(args)
+        _record_timing(args, started)
     except ZooError as exc:
-        print(f"zoo: error: {exc}", file=sys.stderr)
+        print(f"zoo: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("zoo: interrupted; nothing was placed under a final name", file=sys.stderr)
         return 130
-    _record_timing(args, started)
+    except Exception as exc:
+        if args.verbose:
+            raise
+        detail = one_line(exc)
+        print(f"zoo: internal error: {type(exc).__name__}{': ' + detail if detail else ''} (a registry bug; "
+              "rerun with -v to see the traceback, and report it)", file=sys.stderr)
+        return 70
     return code

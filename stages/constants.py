@@ -6,13 +6,17 @@ was started with. Defaults are the production values; tests and the demo overrid
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from stages.errors import ConfigError
+
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 SHA256_HEX_LEN = 64
 COMMIT_HEX_LEN = 40
+TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 def _str(name: str, default: str | None = None) -> str | None:
@@ -20,25 +24,46 @@ def _str(name: str, default: str | None = None) -> str | None:
     return value or default
 
 
-def _float(name: str, default: float) -> float:
+def _float(name: str, default: float, *, above: float | None = None, minimum: float = 0.0) -> float:
+    """A finite number from the environment, at least `minimum` (or strictly above `above`).
+
+    Checked here, where the name is known, rather than failing later as a requests ValueError or
+    an OverflowError (`inf` retries) deep in a download.
+    """
     raw = _str(name)
     if raw is None:
         return default
+    bound = f"above {above:g}" if above is not None else f"at least {minimum:g}"
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not a number; unset it or give a number") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise ConfigError(f"environment variable {name}={raw!r} is not a number",
+                          fix=f"unset it or give a number {bound} (default {default:g})")
+    if (above is not None and value <= above) or value < minimum:
+        raise ConfigError(f"environment variable {name}={raw!r} must be {bound}",
+                          fix=f"unset it or give a number {bound} (default {default:g})")
+    return value
 
 
 def _int(name: str, default: int) -> int:
-    return int(_float(name, default))
+    value = _float(name, default)
+    if value != int(value):
+        raise ConfigError(f"environment variable {name}={_str(name)!r} is not a whole number",
+                          fix=f"unset it or give a whole number, at least 0 (default {default})")
+    return int(value)
 
 
 def _bool(name: str, default: bool | None) -> bool | None:
     raw = _str(name)
     if raw is None:
         return default
-    return raw.lower() in {"1", "true", "yes", "on"}
+    if raw.lower() in TRUE:
+        return True
+    if raw.lower() in FALSE:
+        return False
+    raise ConfigError(f"environment variable {name}={raw!r} is not 1 or 0", fix="unset it, or set it to 1 or 0")
 
 
 def mirror() -> str | None:
@@ -48,7 +73,8 @@ def mirror() -> str | None:
         return None
     parts = urlsplit(base)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
-        raise ValueError(f"ZOO_MIRROR={base!r} is not an http(s) base URL; set it like http://proxy:8080/zoo or unset it")
+        raise ConfigError(f"environment variable ZOO_MIRROR={base!r} is not an http(s) base URL",
+                          fix="set it like http://proxy:8080/zoo or unset it")
     return base.rstrip("/")
 
 
@@ -62,7 +88,7 @@ def hf_endpoint() -> str:
 
 def http_timeout() -> tuple[float, float]:
     """(connect, read) timeouts in seconds for every request: ZOO_CONNECT_TIMEOUT, ZOO_READ_TIMEOUT."""
-    return _float("ZOO_CONNECT_TIMEOUT", 10.0), _float("ZOO_READ_TIMEOUT", 60.0)
+    return _float("ZOO_CONNECT_TIMEOUT", 10.0, above=0), _float("ZOO_READ_TIMEOUT", 60.0, above=0)
 
 
 def http_retries() -> int:

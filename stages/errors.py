@@ -113,3 +113,27 @@ class VersionMismatchError(ZooError):
     """An installed converter differs from its pin: staging would not be reproducible."""
 
     exit_code = 2
+
+
+class VerifyError(ZooError):
+    """A staged model disagrees with its golden data, or the data is missing (`zoo verify`)."""
+
+    exit_code = 5
+
+
+class ConfigError(ZooError, ValueError):
+    """A setting is malformed: a ZOO_* environment variable or params.yaml; names it and the fix.
+
+    Exit 2 like a bad card: the input is wrong, not the network or the model.
+    """
+
+    exit_code = 2
+
+
+class ManifestError(ZooError, ValueError):
+    """A manifest (`registry/<format>/<name>.manifest.json`) is missing, corrupt or not the registry's.
+
+    Manifests are written by the pipeline and tracked by git, so the fix is restoring or restaging it.
+    """
+
+    exit_code = 2

@@ -7,6 +7,10 @@ description restages it but never downloads again. It does so through its comman
 changed command reruns a DVC stage, and a string in the command costs DVC nothing to compare,
 where a params dependency into this file costs a parse and a tree walk per stage.
 `zoo check` fails when this file is out of date.
+
+`zoo index` also writes dvc.yaml's generated parts: its `artifacts:` section, and each converter
+block's `deps:` (the card, its raw folder, the code the stage runs as computed by stages.deps,
+then the converter's pins files), so a code change reruns exactly the stages that run that code.
 """
 
 from __future__ import annotations
@@ -22,6 +26,13 @@ from stages.files import dumps_stable, write_text_atomic
 from stages.sources import get_kind
 
 INDEX = Path("registry") / "index.json"
+PACKAGE = __name__.partition(".")[0]
+# What `python -m stages stage <card>` runs of ours: the package and the pipeline, plus what is
+# imported by name, out of the import closure's sight: the converter's module (stages.convert)
+# and every source kind's module (stages.sources loads them all to parse any card; see
+# stage_roots). cli.py (and __main__.py, which only calls it) is a dispatcher importing every
+# command's module: walking it would make every stage depend on everything, so it is no root.
+STAGE_ROOTS = (PACKAGE, f"{PACKAGE}.pipeline")
 
 
 def _strip_none(value: Any) -> Any:
@@ -82,13 +93,64 @@ def artifacts(cards: list[Card]) -> dict[str, Any]:
     return dict(sorted(out.items()))
 
 
+def code_dir(root: Path) -> Path:
+    """The package whose imports are walked: the registry's own copy (what DVC hashes), or, for a
+    root without one (the tests' bare roots), the package running now, which is the same code."""
+    own = root / PACKAGE
+    return own if (own / "__init__.py").is_file() else Path(__file__).resolve().parent
+
+
+def stage_roots() -> tuple[str, ...]:
+    """STAGE_ROOTS and the source kinds' modules, read from the kinds registry (not listed here:
+    a new kind module joins every stage's deps by registering)."""
+    from stages.sources import kinds
+
+    modules = {cls.__module__ for cls in kinds().values()}
+    return (*STAGE_ROOTS, *sorted(m for m in modules if m.startswith(f"{PACKAGE}.")))
+
+
+def code_deps(root: Path) -> dict[str, list[str]]:
+    """Per converter: the files of the package its stage runs, sorted (see stages.deps)."""
+    from stages.deps import closure
+
+    package, parsed, roots = code_dir(root), {}, stage_roots()
+    return {name: closure(package, (*roots, c.module), parsed) for name, c in CONVERTERS.items()}
+
+
+def stage_deps(root: Path) -> dict[str, list[str]]:
+    """Per converter block of dvc.yaml: its whole `deps:` list, as `zoo index` writes it."""
+    code = code_deps(root)
+    return {c.stage: ["${item.card}", "registry/_raw/${key}", *code[name], *c.pins] for name, c in CONVERTERS.items()}
+
+
+def _blocks(pipeline) -> dict[str, Any]:
+    """dvc.yaml's converter blocks that exist (`zoo check` names a missing one on its own)."""
+    stages = pipeline.get("stages") or {}
+    names = {c.stage for c in CONVERTERS.values()}
+    return {name: block["do"] for name, block in stages.items()
+            if name in names and isinstance(block, dict) and isinstance(block.get("do"), dict)}
+
+
 def _dvc_yaml(root: Path):
     from ruamel.yaml import YAML
+
+    from ruamel.yaml import YAMLError
 
     yaml = YAML()  # round-trip: the hand-written pipeline keeps its comments and order
     yaml.width = 4096
     yaml.indent(mapping=2, sequence=4, offset=2)
-    return yaml, yaml.load((root / "dvc.yaml").read_text(encoding="utf-8"))
+    path = root / "dvc.yaml"
+    try:
+        pipeline = yaml.load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexStaleError(f"{path}: no dvc.yaml here", fix="run zoo in the registry's checkout (or pass "
+                              "--root / set ZOO_ROOT), or restore dvc.yaml from git") from None
+    except (YAMLError, UnicodeDecodeError) as exc:
+        raise IndexStaleError(f"{path}: not a readable pipeline ({str(exc).splitlines()[0][:200]})",
+                              fix="restore dvc.yaml from git (`git checkout -- dvc.yaml`)") from None
+    if not isinstance(pipeline, dict):
+        raise IndexStaleError(f"{path}: not a mapping", fix="restore dvc.yaml from git (`git checkout -- dvc.yaml`)")
+    return yaml, pipeline
 
 
 def _plain(value: Any) -> Any:
@@ -96,21 +158,29 @@ def _plain(value: Any) -> Any:
 
 
 def write(root: Path) -> bool:
-    """Write the index and dvc.yaml's artifacts section; returns whether either changed."""
+    """Write the index, dvc.yaml's artifacts section and its converter blocks' deps; returns
+    whether anything changed."""
     import io
 
     cards = load_all(root)
+    yaml, pipeline = _dvc_yaml(root)  # read before anything is written: no half-updated registry
     text, path = dumps_stable(build(cards)), root / INDEX
     changed = not path.exists() or path.read_text(encoding="utf-8") != text
     if changed:
         write_text_atomic(path, text)
-    yaml, pipeline = _dvc_yaml(root)
+    edited, computed = False, stage_deps(root)
+    for stage, do in _blocks(pipeline).items():
+        if _plain(do.get("deps")) != computed[stage]:
+            do["deps"] = computed[stage]
+            edited = True
     wanted = artifacts(cards)
     if _plain(pipeline.get("artifacts") or {}) != wanted:
         if wanted:
             pipeline["artifacts"] = wanted
         else:
             pipeline.pop("artifacts", None)
+        edited = True
+    if edited:
         out = io.StringIO()
         yaml.dump(pipeline, out)
         write_text_atomic(root / "dvc.yaml", out.getvalue())
@@ -124,9 +194,51 @@ def check(root: Path) -> None:
     if not path.exists() or path.read_text(encoding="utf-8") != dumps_stable(build(cards)):
         raise IndexStaleError(f"{INDEX} does not match the cards in registry/",
                               fix="run `zoo index` and commit the result")
-    if _plain(_dvc_yaml(root)[1].get("artifacts") or {}) != artifacts(cards):
+    pipeline = _dvc_yaml(root)[1]
+    if _plain(pipeline.get("artifacts") or {}) != artifacts(cards):
         raise IndexStaleError("dvc.yaml's artifacts section does not match the cards in registry/",
                               fix="run `zoo index` and commit the result")
+    check_deps(root, pipeline)
+
+
+def check_deps(root: Path, pipeline=None) -> None:
+    """Each converter block's deps must be what `zoo index` computes from the code as it is now:
+    a module a stage runs but does not depend on would let DVC keep outputs of older code."""
+    pipeline = _dvc_yaml(root)[1] if pipeline is None else pipeline
+    wanted = stage_deps(root)
+    for stage, do in _blocks(pipeline).items():
+        listed = _plain(do.get("deps")) or []
+        if listed != wanted[stage]:
+            missing = [d for d in wanted[stage] if d not in listed]
+            extra = [d for d in listed if d not in wanted[stage]]
+            what = "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "",
+                                               f"not run by it {', '.join(extra)}" if extra else "") if part)
+            raise IndexStaleError(f"dvc.yaml's `{stage}` deps do not match the code it runs ({what or 'order'})",
+                                  fix="run `zoo index` and commit the result")
+
+
+def tracked_outputs(root: Path) -> dict[str, int]:
+    """DVC outputs git tracks anyway: {output folder: files}, for every file in git under
+    registry/_raw/<name>/ or a staged folder registry/<format>/<name>/.
+
+    The root .gitignore keeps them out of `git add -A` (by static rules: DVC writes its own lines
+    only after a repro that succeeds as a whole), but `git add -f`, or a commit made before those
+    rules, still gets them in: git then holds model bytes and DVC refuses to restage the output.
+    A root outside git (the tests' bare roots) has none.
+    """
+    import subprocess
+
+    try:
+        proc = subprocess.run(["git", "ls-files", "-z", "--", "registry"], cwd=root, capture_output=True)
+    except FileNotFoundError:  # no git on this machine: nothing can be tracked
+        return {}
+    found: dict[str, int] = {}
+    for path in proc.stdout.decode(errors="replace").split("\0") if proc.returncode == 0 else ():
+        parts = path.split("/")
+        if len(parts) >= 4 and parts[0] == "registry":  # cards, manifests, .gitignore files are shallower
+            folder = "/".join(parts[:3])
+            found[folder] = found.get(folder, 0) + 1
+    return found
 
 
 def read(root: Path) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from stages.errors import VersionMismatchError
+from stages.errors import ManifestError, VersionMismatchError
 from stages.files import dumps_stable, sha256_file, write_json_atomic
 
 SCHEMA = 1
@@ -97,3 +97,39 @@ def build(card, *, files: dict, source_files: list[dict], model: dict, converter
 
 def write(path: Path, manifest: dict[str, Any]) -> None:
     write_json_atomic(path, manifest)
+
+
+def read(path: Path) -> dict[str, Any]:
+    """The manifest of a staged folder (`registry/<format>/<name>`) or at its own path, checked.
+
+    The one reader of manifests for the commands people run on a pulled model (`zoo run`, `zoo
+    verify`): a missing, hand-edited, half-merged or non-UTF-8 file is a ManifestError naming it and
+    how to get it back, not a JSONDecodeError.
+    """
+    import json
+
+    path = Path(path)
+    if not path.name.endswith(".manifest.json"):
+        path = path.with_name(f"{path.name}.manifest.json")
+    restore = f"restore it with `git checkout -- {path}`, or restage the model (`dvc repro`)"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no manifest", fix="give a staged model folder, registry/<format>/<name> "
+                            "(its manifest, registry/<format>/<name>.manifest.json, is in git)") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot be read ({exc.strerror or exc})",
+                            fix="check the path and its permissions") from None
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                            fix=restore) from None
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
+                            fix=restore) from None
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{path}: expected a JSON object, got {type(manifest).__name__}", fix=restore)
+    if not isinstance(manifest.get("format"), str):
+        raise ManifestError(f"{path}: has no `format` (not a manifest the registry wrote)", fix=restore)
+    return manifest

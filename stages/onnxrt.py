@@ -5,21 +5,11 @@ Imports onnx / onnxruntime / numpy lazily: importing this module is free.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stages.errors import StagingError
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dtype: str  # numpy dtype name, e.g. "float32"
-    shape: tuple[int | str, ...]  # ints, symbolic names, or "?" for unknown dims
-
-    def record(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+from stages.inputs import TensorSpec
 
 
 def _tensor_spec(value_info) -> TensorSpec:
@@ -53,51 +43,6 @@ def opsets(model) -> dict[str, int]:
     return {(imp.domain or "ai.onnx"): int(imp.version) for imp in model.opset_import}
 
 
-def concrete_shape(spec: TensorSpec, batch: int, settings: dict) -> tuple[int, ...]:
-    """Symbolic dims become numbers: the leading one is the batch, named ones come from params.yaml.
-
-    `settings` is the converter's params section: `dim_values` maps a symbolic name to a value,
-    `dim_default` is used for any other symbolic or unknown dim.
-    """
-    named = settings.get("dim_values") or {}
-    default = int(settings.get("dim_default", 1))
-    shape = []
-    for i, dim in enumerate(spec.shape):
-        if isinstance(dim, int) and dim > 0:
-            shape.append(dim)
-        elif i == 0:
-            shape.append(batch)
-        else:
-            shape.append(int(named.get(dim, default)))
-    return tuple(shape)
-
-
-def deterministic_inputs(specs: list[TensorSpec], batch: int, settings: dict, case: int = 0) -> dict[str, Any]:
-    """Seeded inputs from the declared inputs: the same settings give the same bytes on any machine."""
-    import numpy as np
-
-    rng = np.random.default_rng([int(settings.get("seed", 0)), case])
-    low, high = (settings.get("int_range") or [0, 100])
-    feeds = {}
-    for spec in specs:
-        shape = concrete_shape(spec, batch, settings)
-        dtype = np.dtype(spec.dtype)
-        if dtype.kind == "f":
-            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind in "iu":
-            feeds[spec.name] = rng.integers(low, high, size=shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            raise StagingError(f"input {spec.name!r} has dtype {spec.dtype}, which has no deterministic generator",
-                               fix="give the card reference test data for this model")
-    return feeds
-
-
-def has_batch_dim(specs: list[TensorSpec]) -> bool:
-    return bool(specs) and all(s.shape and not (isinstance(s.shape[0], int) and s.shape[0] > 0) for s in specs)
-
-
 def model_record(model) -> dict:
     """The manifest's description of an ONNX model: IR version, opsets, producer, inputs and outputs."""
     inputs, outputs = io_specs(model)
@@ -123,10 +68,19 @@ def session(path: Path, settings: dict):
 
 
 def run(sess, feeds: dict[str, Any], where: str) -> dict[str, Any]:
+    """Run by name; a failure is one line naming what was fed (ONNX Runtime's message names the node)."""
+    from stages.inputs import describe
+
+    wanted = [i.name for i in sess.get_inputs()]
+    missing = sorted(set(wanted) - set(feeds))
+    if missing:
+        raise StagingError(f"{where}: no value for the model's input(s) {', '.join(missing)} (fed {sorted(feeds)})",
+                           fix="feed every input by its name")
     try:
         names = [o.name for o in sess.get_outputs()]
-        return dict(zip(names, sess.run(names, feeds)))
-    except Exception as exc:
+        return dict(zip(names, sess.run(names, {k: feeds[k] for k in wanted})))
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         first = str(exc).strip().splitlines()[0][:300]
-        raise StagingError(f"{where}: ONNX Runtime failed to run the model: {first}",
-                           fix="check the model's declared inputs, or give the card reference test data") from None
+        raise StagingError(f"{where}: ONNX Runtime failed to run the model on {describe(feeds)}: {first}",
+                           fix="declare the model's inputs in the card (`inputs:`, see README), or give the card "
+                               "reference test data") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,11 +104,93 @@ def _download_url(remote, target: Path, card: Card, partial: Path | None, moved:
         raise
 
 
-def load_params(root: Path) -> dict:
-    import yaml
+def _number(v, low: float = 0.0) -> bool:
+    """A finite number >= low; a string such as `1e-4` counts (YAML 1.1 reads it as a string, float() does not care)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        return False
+    try:
+        return math.isfinite(float(v)) and float(v) >= low
+    except ValueError:
+        return False
 
-    return yaml.load((root / "params.yaml").read_text(encoding="utf-8"),
-                     Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+
+def _whole(v, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _bounds(v, check) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(map(check, v)) and float(v[0]) < float(v[1])
+
+
+# The keys of params.yaml's converter sections, wherever they appear: (check, what it must be, example).
+PARAM_KEYS = {
+    "atol": (_number, "a non-negative number", "atol: 1.0e-4"),
+    "rtol": (_number, "a non-negative number", "rtol: 1.0e-3"),
+    "seed": (_whole, "a non-negative integer", "seed: 0"),
+    "threads": (lambda v: _whole(v, 1), "a positive integer", "threads: 1"),
+    "opset": (lambda v: _whole(v, 1), "a positive integer", "opset: 17"),
+    "dim_default": (lambda v: _whole(v, 1), "a positive integer", "dim_default: 1"),
+    "batch_sizes": (lambda v: isinstance(v, list) and bool(v) and all(_whole(b, 1) for b in v),
+                    "a non-empty list of positive integers", "batch_sizes: [1, 2]"),
+    "sequence_lengths": (lambda v: isinstance(v, list) and bool(v) and all(_whole(b, 1) for b in v),
+                         "a non-empty list of positive integers", "sequence_lengths: [8, 16]"),
+    "dim_values": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and _whole(n, 1) for k, n in v.items()),
+                   "a mapping of dim names to positive integers", "dim_values: {sequence_length: 16}"),
+    "int_range": (lambda v: _bounds(v, _whole), "[low, high] integers with low < high", "int_range: [0, 100]"),
+    "float_range": (lambda v: _bounds(v, lambda x: _number(x, -math.inf)), "[low, high] numbers with low < high",
+                    "float_range: [0.0, 1.0]"),
+    "exporter": (lambda v: v in ("dynamo", "torchscript"), "one of dynamo, torchscript", "exporter: dynamo"),
+    "external_data_threshold_mb": (_number, "a non-negative number (0 puts every weight in model.onnx.data)",
+                                   "external_data_threshold_mb: 1800"),
+    "allow": (lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v), "a list of SPDX licence ids",
+              "allow: [apache-2.0, mit]"),
+}
+# What each section must hold: the keys its converter reads without a default (`settings["key"]`).
+PARAM_SECTIONS = {
+    "licenses": (),
+    "onnx": ("atol", "rtol", "batch_sizes"),
+    "torch": ("exporter", "opset", "atol", "rtol", "batch_sizes", "sequence_lengths", "external_data_threshold_mb"),
+    "tensorflow": ("atol", "rtol", "seed", "batch_sizes", "sequence_lengths"),
+    "tf2onnx": ("opset", "atol", "rtol", "seed", "batch_sizes", "sequence_lengths"),
+}
+
+
+def load_params(root: Path) -> dict:
+    """params.yaml, read by the one YAML reader (card.load_yaml) and checked key by key.
+
+    A stage runs its converter minutes after it starts: a typo there must be one line naming
+    params.yaml, the section and the key when the stage begins, not a KeyError or a TypeError from
+    deep inside an export. Unknown sections and keys are left alone (they are no converter's).
+    """
+    from stages.card import load_yaml
+    from stages.errors import ConfigError
+
+    def error(where, problem, fix):
+        return ConfigError(f"params.yaml: {where}: {problem}" if where else f"params.yaml: {problem}", fix=fix)
+
+    params = load_yaml(root / "params.yaml", Path("params.yaml"), what="params.yaml", error=error)
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise error(None, f"expected a mapping, got {type(params).__name__}",
+                    "write `section:` lines, each holding `key: value` lines (see the repository's params.yaml)")
+    for section, required in PARAM_SECTIONS.items():
+        if section not in params:
+            continue  # the stage that needs it says so (stage_card, check_license)
+        settings = params[section]
+        if not isinstance(settings, dict):
+            raise error(section, f"expected a mapping, got {type(settings).__name__}",
+                        "restore the section from the repository's params.yaml")
+        for key in required:
+            if settings.get(key) is None:
+                raise error(f"{section}.{key}", "missing",
+                            f"add `{key}:` to the `{section}:` section (the repository's params.yaml has it)")
+        for key, value in settings.items():
+            if key in PARAM_KEYS and not (value is None and key not in required):
+                check, expected, example = PARAM_KEYS[key]
+                if not check(value):
+                    raise error(f"{section}.{key}", f"expected {expected}, got {value!r}", f"write e.g. `{example}`")
+    return params
 
 
 def check_license(card: Card, params: dict) -> None:

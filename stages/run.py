@@ -8,7 +8,6 @@ output's shape and L2 norm (an encoder's embedding). Needs only the pulled folde
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,10 @@ from stages.preprocess import RunError
 
 
 def _manifest(folder: Path) -> dict[str, Any]:
-    path = folder.with_name(f"{folder.name}.manifest.json")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunError(f"{path}: no manifest", fix="give a staged ONNX model folder, registry/onnx/<name>") from None
+    """The folder's manifest, read by stages.manifest.read: missing or corrupt is one ManifestError line."""
+    from stages import manifest
+
+    return manifest.read(folder)
 
 
 def _scores(values) -> tuple[Any, str]:
@@ -39,6 +37,7 @@ def run(folder: Path, inputs: list[str], top_k: int = 5) -> dict[str, Any]:
     import numpy as np
 
     from stages import onnxrt
+    from stages.inputs import shapes
 
     folder = Path(folder)
     manifest = _manifest(folder)
@@ -61,7 +60,7 @@ def run(folder: Path, inputs: list[str], top_k: int = 5) -> dict[str, Any]:
         else:
             feeds = preprocess.encode_text(pre, folder, value, specs)
         output = onnxrt.run(sess, feeds, f"{folder}: {value}")[out_name]
-        row: dict[str, Any] = {"input": value, "output": out_name}
+        row: dict[str, Any] = {"input": value, "output": out_name, "shapes": shapes(feeds)}
         if names and np.asarray(output).ndim > 2:
             raise RunError(f"{folder}: output {out_name} has shape {list(np.shape(output))}: scores per position "
                            "(token classification, segmentation), which zoo run does not render",

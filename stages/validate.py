@@ -18,6 +18,13 @@ def _sig(x: float) -> float:
     return float(f"{x:.3g}")
 
 
+def tolerances(card, settings: dict) -> tuple[float, float]:
+    """(atol, rtol): the card's `validation:` where it gives them, else the converter's params section."""
+    atol = card.validation.atol if card.validation.atol is not None else float(settings["atol"])
+    rtol = card.validation.rtol if card.validation.rtol is not None else float(settings["rtol"])
+    return atol, rtol
+
+
 @dataclass
 class Comparison:
     atol: float
@@ -26,6 +33,13 @@ class Comparison:
     max_abs: float = 0.0
     max_rel: float = 0.0
     failures: list[dict] = field(default_factory=list)
+    runs: list[dict] = field(default_factory=list)  # what every case fed: {"case", "shapes": {input: shape}}
+    defaulted_dims: list[str] = field(default_factory=list)  # symbolic dims no card or param gave a value
+
+    def fed(self, case: str, feeds: dict[str, Any]) -> None:
+        from stages.inputs import shapes
+
+        self.runs.append({"case": case, "shapes": shapes(feeds)})
 
     def compare(self, case: str, name: str, actual: Any, expected: Any) -> None:
         import numpy as np
@@ -65,7 +79,7 @@ class Comparison:
         return {"reference": reference, "cases": self.cases, "atol": self.atol, "rtol": self.rtol,
                 "max_abs_error": _sig(self.max_abs) if compared else None,
                 "max_rel_error": _sig(self.max_rel) if compared else None,
-                "passed": not self.failures}
+                "passed": not self.failures, "runs": self.runs, "defaulted_dims": sorted(self.defaulted_dims)}
 
 
 def check_finite(outputs: dict[str, Any], case: str) -> list[dict]:
@@ -78,17 +92,3 @@ def check_finite(outputs: dict[str, Any], case: str) -> list[dict]:
         if value.dtype.kind in "fc" and not np.isfinite(value).all():
             bad.append({"output": name, "case": case, "problem": f"{int((~np.isfinite(value)).sum())} non-finite values"})
     return bad
-
-
-def text_feeds(names: list[str], vocab: int, batch: int, seq: int, case: int, dtype: str) -> dict[str, Any]:
-    """Deterministic transformer inputs: random token ids, and for batch > 1 a half-padded last row
-    (the attention mask must survive an export or a freeze)."""
-    import numpy as np
-
-    rng = np.random.default_rng([1, case])
-    feeds = {"input_ids": rng.integers(0, vocab, size=(batch, seq)).astype(dtype),
-             "attention_mask": np.ones((batch, seq), dtype=dtype),
-             "token_type_ids": np.zeros((batch, seq), dtype=dtype)}
-    if batch > 1:
-        feeds["attention_mask"][-1, seq // 2:] = 0
-    return {n: feeds[n] for n in names}

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from stages import sandbox
-from stages.convert.tf_models import preload_torch
+from stages.frameworks import preload_torch
 from stages.mirror.fixtures import build_mirror
 from stages.mirror.server import MirrorServer
 
 PROJECT = Path(__file__).resolve().parent.parent
 
 # This process runs PyTorch and TensorFlow code: torch (and triton) must load first, whichever
-# test module imports a framework first (see stages.convert.tf_models.preload_torch).
+# test module imports a framework first (see stages.frameworks.preload_torch).
 preload_torch()
 
 

@@ -165,6 +165,6 @@ def test_bad_card_stages_nothing(tmp_path, command):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "zoo: error: registry/onnx/resnet50.yaml: surprise: unknown key; remove it or fix its spelling "
-        "(known here: description, format, labels, license, name, preprocessing, source, tags, targets, trust_code, "
+        "(known here: description, format, inputs, labels, license, name, preprocessing, source, tags, targets, trust_code, "
         "validation)"]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

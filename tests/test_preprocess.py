@@ -122,7 +122,7 @@ def test_timm_record_reproduces_timms_eval_transform(tmp_path):
                                                     ("DenseNet121", "torch", "RGB"),
                                                     ("EfficientNetB0", "none", "RGB")])
 def test_keras_record_reproduces_preprocess_input(tmp_path, application, mode, color):
-    from stages.convert.tf_models import import_tf
+    from stages.frameworks import import_tf
 
     import_tf()
     import importlib

@@ -59,7 +59,7 @@ def test_each_kind_stages_and_matches_pytorch(mirror, torch_cards, tmp_path, nam
     for rel, rec in manifest["files"].items():
         assert sha256_file(root / f"registry/onnx/{name}" / rel) == rec["sha256"]
     # golden data computed by PyTorch, and the staged model passes `zoo verify` on it
-    from stages.golden import verify
+    from stages.verify import verify
 
     assert {"test_data_set_0/input_0.pb", "test_data_set_0/output_0.pb"} <= set(manifest["files"])
     assert verify(root / f"registry/onnx/{name}")["files"]["model.onnx"]["passed"] is True
@@ -146,7 +146,7 @@ def test_external_data_above_the_threshold(mirror, torch_cards, tmp_path):
     assert sorted(manifest["files"]) == ["labels.txt", "model.onnx", "model.onnx.data", "test_data_set_0/input_0.pb",
                                          "test_data_set_0/output_0.pb"]
     assert manifest["files"]["model.onnx.data"]["size"] > manifest["files"]["model.onnx"]["size"]
-    from stages.golden import verify  # the external data is found beside model.onnx
+    from stages.verify import verify  # the external data is found beside model.onnx
 
     assert verify(root / "registry/onnx/tv-squeezenet")["files"]["model.onnx"]["passed"] is True
     assert manifest["validation"]["passed"] is True

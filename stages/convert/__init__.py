@@ -47,4 +47,10 @@ def for_card(card, target: str | None = None) -> Converter:
 
     if target is None or target == card.format:
         return for_kind(get_kind(card.kind).converter_for(card.source))
+    if target not in card.targets or (card.format, target) not in TARGET_CONVERTERS:
+        from stages.errors import StagingError
+
+        raise StagingError(f"{card.path}: {target!r} is not one of the card's targets "
+                           f"({', '.join((card.format, *card.targets))})",
+                           fix="add it to the card's `targets:` and run `zoo index`, or stage one of those")
     return CONVERTERS[TARGET_CONVERTERS[(card.format, target)]]

@@ -41,84 +41,130 @@ def _check(model_file: Path, card) -> Any:
     return model
 
 
-def _load_tensors(folder: Path, prefix: str) -> list[Any]:
-    import onnx
-    from onnx import numpy_helper
-
-    files = sorted(folder.glob(f"{prefix}_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
-    return [(onnx.load_tensor(str(p)).name, numpy_helper.to_array(onnx.load_tensor(str(p)))) for p in files]
-
-
 def _reference_cases(out: Path, inputs, sess, comparison, card) -> int:
     """Run every staged test_data_set_* and compare with its outputs; returns how many sets ran."""
+    from stages import golden
     from stages.onnxrt import run
 
-    sets = sorted(out.glob("test_data_set_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
     names = [spec.name for spec in inputs]
     out_names = [o.name for o in sess.get_outputs()]
+    sets = golden.sets(out)
     for folder in sets:
-        tensors = _load_tensors(folder, "input")
-        if len(tensors) != len(names):
-            raise StagingError(f"{card.path}: {folder.name} has {len(tensors)} inputs, the model takes {len(names)}",
-                               fix="the test data belongs to another model or version; fix `source.test_data`")
-        by_name = all(name in names for name, _ in tensors)
-        feeds = {(name if by_name else names[i]): value for i, (name, value) in enumerate(tensors)}
-        outputs = run(sess, feeds, f"{card.path}: {folder.name}")
-        expected = _load_tensors(folder, "output")
-        for i, (name, value) in enumerate(expected):
-            key = name if name in outputs else out_names[i]
-            comparison.compare(folder.name, key, outputs[key], value)
+        where = f"{card.path}: {folder.name}"
+        feeds = golden.by_name(golden.read_tensors(folder, "input"), names, where)
+        outputs = run(sess, feeds, where)
+        expected = golden.by_name(golden.read_tensors(folder, "output"), out_names, where, "outputs")
+        comparison.fed(folder.name, feeds)
+        for name, value in expected.items():
+            comparison.compare(folder.name, name, outputs[name], value)
         comparison.cases += 1
     return len(sets)
 
 
-def _reference_golden(model, inputs, out: Path, settings: dict) -> None:
-    """test_data_set_0 for a card without the zoo's test data: batch-1 deterministic inputs, outputs
-    from onnx.reference.ReferenceEvaluator, the spec's own executable definition of each operator."""
+def reference_run(model, feeds: dict[str, Any], where: str) -> list[Any]:
+    """onnx.reference's outputs; a failure inside it is one line naming the op and what was fed."""
     from onnx.reference import ReferenceEvaluator
 
-    from stages import onnxrt
+    from stages.inputs import describe
+
+    try:
+        return ReferenceEvaluator(model, new_ops=reference_fixes()).run(None, feeds)
+    except Exception as exc:  # noqa: BLE001 - the evaluator raises whatever numpy raises
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise StagingError(f"{where}: onnx's reference evaluator failed{_failing_op(exc)} on {describe(feeds)}: "
+                           f"{type(exc).__name__}: {first}",
+                           fix="declare the model's inputs in the card (`inputs:` with shapes and values it "
+                               "accepts, see README), or give the card the zoo's test data") from None
+
+
+def reference_fixes() -> list:
+    """Operators whose onnx.reference implementation is wrong, replaced for golden data.
+
+    BatchNormalization before opset 14 tells inference (one output) from training (five outputs)
+    by its output count; onnx 1.23's reference (`BatchNormalization_9`) instead takes the batch's
+    own statistics whenever `momentum` is set, which exporters always write (Paddle2ONNX's PP-OCRv4
+    recognizer, opset 12: its golden outputs were off by 0.27; onnx/onnx#8442 fixes it upstream).
+    Inference mode here is the spec's formula with the running statistics.
+    """
+    import numpy as np
+    from onnx.reference.op_run import OpRun
+
+    class BatchNormalization(OpRun):
+        op_domain = ""
+
+        def _run(self, x, scale, bias, mean, var, epsilon=None, momentum=None, training_mode=None, **_):
+            if len(self.onnx_node.output) != 1 or training_mode:
+                raise NotImplementedError("BatchNormalization in training mode: a staged model runs inference")
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            eps = 1e-5 if epsilon is None else epsilon
+            y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * scale.reshape(shape) + bias.reshape(shape)
+            return (y.astype(x.dtype),)
+
+    return [BatchNormalization]
+
+
+def _failing_op(exc: BaseException) -> str:
+    """` in op Concat (node 'concat_3')`: the innermost operator on the traceback, when there is one."""
+    from onnx.reference.op_run import OpRun
+
+    found = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        this = tb.tb_frame.f_locals.get("self")
+        if isinstance(this, OpRun):
+            node = getattr(this, "onnx_node", None)
+            name = getattr(node, "name", "") or ""
+            found = f" in op {getattr(node, 'op_type', type(this).__name__)}" + (f" (node {name!r})" if name else "")
+        tb = tb.tb_next
+    return found
+
+
+def _reference_golden(model, gen, out: Path, card) -> None:
+    """test_data_set_0 for a card without the zoo's test data: the generator's batch-1 case, outputs
+    from onnx.reference.ReferenceEvaluator, the spec's own executable definition of each operator."""
     from stages.golden import write_set
 
-    feeds = onnxrt.deterministic_inputs(inputs, 1, settings, case=0)
-    results = ReferenceEvaluator(model).run(None, feeds)
-    write_set(out, [(spec.name, feeds[spec.name]) for spec in inputs],
+    feeds = gen.feeds(gen.first())
+    results = reference_run(model, feeds, f"{card.path}: golden data")
+    write_set(out, [(spec.name, feeds[spec.name]) for spec in gen.specs],
               [(o.name, r) for o, r in zip(model.graph.output, results)])
 
 
 def stage(card, raw, out: Path, settings: dict) -> dict:
     """Stage into `out` (a fresh temp folder) and return the manifest's model/validation sections."""
-    from stages import onnxrt
     import onnx
 
+    from stages import onnxrt
     from stages.archives import extract_matching
-    from stages.validate import Comparison, check_finite
+    from stages.inputs import Inputs
+    from stages.validate import Comparison, check_finite, tolerances
 
     model_file = raw.file("model")
     model = _check(model_file, card)
     zoo_sets = raw.has("test_data")
     inputs, outputs = onnxrt.io_specs(model)
+    gen = Inputs(inputs, card.inputs, settings, card)
     shutil.copyfile(model_file, out / "model.onnx")
     if zoo_sets:
-        written = extract_matching(raw.file("test_data"), TEST_FILE_RE, out, TEST_REL_RE)
+        test_data = raw.file("test_data")
+        written = extract_matching(test_data, TEST_FILE_RE, out, TEST_REL_RE)
         if not any(w.endswith(".pb") and "/output_" in w for w in written):
-            raise StagingError(f"{card.path}: {raw.file('test_data').name} holds no test_data_set_*/output_*.pb",
+            raise StagingError(f"{card.path}: {test_data.name} holds no test_data_set_*/output_*.pb",
                                fix="point `source.test_data` at the zoo's <model>.tar.gz, or remove it")
     else:  # golden data from onnx's own reference evaluator (pure numpy, not ONNX Runtime) on the upstream file
-        _reference_golden(model, inputs, out, settings)
+        _reference_golden(model, gen, out, card)
     sess = onnxrt.session(out / "model.onnx", settings)
-    atol = card.validation.atol if card.validation.atol is not None else float(settings["atol"])
-    rtol = card.validation.rtol if card.validation.rtol is not None else float(settings["rtol"])
-    comparison = Comparison(atol=atol, rtol=rtol)
-    batches = list(settings["batch_sizes"]) if onnxrt.has_batch_dim(inputs) else [None]
-    for i, batch in enumerate(batches):
-        feeds = onnxrt.deterministic_inputs(inputs, batch or 1, settings, case=i)
-        label = f"generated-batch{batch}" if batch else "generated"
+    comparison = Comparison(*tolerances(card, settings), defaulted_dims=gen.defaulted_dims)
+    cases = gen.cases()
+    for case in cases:
+        feeds = gen.feeds(case)
+        label = f"generated-{case.label}"
+        comparison.fed(label, feeds)
         comparison.failures += check_finite(onnxrt.run(sess, feeds, f"{card.path}: {label}"), label)
     _reference_cases(out, inputs, sess, comparison, card)
     comparison.raise_if_failed(card.name)
     validation = comparison.record("zoo test_data_set" if zoo_sets else "onnx.reference evaluator")
-    validation["generated_runs"] = len(batches)
+    validation["generated_runs"] = len(cases)
     return {
         "model": {
             **onnxrt.model_record(model),

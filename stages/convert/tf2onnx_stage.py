@@ -2,10 +2,13 @@
 
 Its own converter (stage-tf2onnx in dvc.yaml, params `tf2onnx`, pins tf2onnx.txt) so that a
 tf2onnx upgrade reruns exactly these stages. The source model is rebuilt from the raw files by the
-same builders as the frozen-graph stage (stages.convert.tf_models); Keras models are converted
-with `tf2onnx.convert.from_keras` and an explicit input signature, SavedModel signatures with
-`from_function`. Inputs and outputs are renamed to the signature's names (`images`, `logits`)
-instead of tf2onnx's tensor names (`Identity:0`). The file is normalised (doc strings cleared,
+same builders as the frozen-graph stage (stages.convert.tf_models) and frozen by the same
+`freeze()`, and tf2onnx converts that frozen graph (`from_graph_def`), for every kind: converting a
+loaded SavedModel's signature function directly left its captured variables as extra graph inputs
+(a real TF Hub audio model: 4 inputs where the signature has 1), and one frozen graph behind both
+targets means model.pb and model.onnx are the same computation. Inputs and outputs are renamed,
+matched by tensor name, to the signature's names (`images`, `logits`) instead of tf2onnx's tensor
+names (`images:0`, `Identity:0`). The file is normalised (doc strings cleared,
 initializers named after their content: tf2onnx's constant merging picks names differently on
 every run, see stages.convert.onnx_normalize), passes `onnx.checker`, and is compared with the
 SOURCE model in ONNX Runtime at every batch size (and sequence length) in params.yaml.
@@ -49,27 +52,21 @@ def _unconverted(proto) -> list[str]:
                    and opsets.get(n.domain or "") is not None})
 
 
-def convert(card, source, settings: dict):
-    import tensorflow as tf
+def convert(card, source, settings: dict, graph_def, inputs: list[dict], outputs: list[dict]):
+    """tf2onnx on the frozen graph the TensorFlow stage validates (its model.pb), inputs and outputs
+    named after the signature's names, matched by tensor name."""
     import tf2onnx
 
     opset = int(settings["opset"])
-    signature = [tf.TensorSpec([None, *s.shape[1:]], tf.as_dtype(s.dtype), name=s.name) for s in source.inputs]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            if source.keras_model is not None:
-                proto, _ = tf2onnx.convert.from_keras(source.keras_model, input_signature=signature, opset=opset,
+            proto, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=[i["tensor"] for i in inputs],
+                                                      output_names=[o["tensor"] for o in outputs], opset=opset,
                                                       custom_op_handlers=dict(HANDLERS))
-            else:
-                names = [s.name for s in source.inputs]
-                fn = source.fn
-                wrapper = tf.function(lambda *args: fn(**dict(zip(names, args))), input_signature=signature)
-                proto, _ = tf2onnx.convert.from_function(wrapper, input_signature=signature, opset=opset,
-                                                         custom_op_handlers=dict(HANDLERS))
         except Exception as exc:  # noqa: BLE001 - tf2onnx raises many types
             raise StagingError(f"{card.path}: tf2onnx (opset {opset}) cannot convert the model: {type(exc).__name__}: "
-                               f"{str(exc).strip().splitlines()[0][:300]}",
+                               f"{(str(exc).strip().splitlines() or [''])[0][:300]}",
                                fix="an op tf2onnx does not support at this opset: try another `tf2onnx.opset`") from None
     missing = _unconverted(proto)
     if missing:
@@ -77,22 +74,22 @@ def convert(card, source, settings: dict):
                            f"{', '.join(missing)} (left unconverted in the graph)",
                            fix="drop the onnx target from the card's `targets:`, or add a handler for the op in "
                                "stages/convert/tf2onnx_stage.py (HANDLERS)")
-    _rename_io(proto, [s.name for s in source.inputs], source.outputs, card, source.text)
+    _rename_io(proto, {i["tensor"]: i["name"] for i in inputs}, {o["tensor"]: o["name"] for o in outputs},
+               card, source.text)
     return proto
 
 
-def _rename_io(proto, inputs: list[str], outputs: list[str], card, text: bool = False) -> None:
-    """Give the graph's inputs and outputs the signature's names, in the signature's (sorted) order."""
+def _rename_io(proto, inputs: dict[str, str], outputs: dict[str, str], card, text: bool = False) -> None:
+    """Give the graph's inputs and outputs the signature's names, matched by tensor name (`ids:0` -> `ids`),
+    in the signature's (sorted) order."""
     graph = proto.graph
-    real_inputs = [v for v in graph.input if v.name not in {i.name for i in graph.initializer}]
-    if len(real_inputs) != len(inputs) or len(graph.output) != len(outputs):
-        raise StagingError(f"{card.path}: tf2onnx produced {len(real_inputs)} inputs and {len(graph.output)} outputs, "
-                           f"the signature has {len(inputs)} and {len(outputs)}", fix="a tf2onnx bug; report it")
-    renames = {}
-    for value, name in zip(real_inputs, inputs):
-        renames[value.name] = name
-    for value, name in zip(graph.output, outputs):
-        renames[value.name] = name
+    initializers = {i.name for i in graph.initializer}
+    real_inputs = [v for v in graph.input if v.name not in initializers]
+    got_in, got_out = sorted(v.name for v in real_inputs), sorted(v.name for v in graph.output)
+    if got_in != sorted(inputs) or got_out != sorted(outputs):
+        raise StagingError(f"{card.path}: tf2onnx produced inputs {got_in} and outputs {got_out}, the frozen "
+                           f"graph's are {sorted(inputs)} and {sorted(outputs)}", fix="a tf2onnx bug; report it")
+    renames = inputs | outputs
     for value in list(graph.input) + list(graph.output) + list(graph.value_info):
         value.name = renames.get(value.name, value.name)
     for node in graph.node:
@@ -100,7 +97,13 @@ def _rename_io(proto, inputs: list[str], outputs: list[str], card, text: bool = 
             node.input[i] = renames.get(name, name)
         for i, name in enumerate(node.output):
             node.output[i] = renames.get(name, name)
-    for value in list(real_inputs) + list(graph.output):  # tf2onnx names unknown dims `unk__<counter>`
+    for field_name in ("input", "output"):  # the signature's order, whatever order tf2onnx used
+        values = sorted(getattr(graph, field_name), key=lambda v: (v.name in initializers, v.name))
+        del getattr(graph, field_name)[:]
+        getattr(graph, field_name).extend(values)
+    for value in list(graph.input) + list(graph.output):  # tf2onnx names unknown dims `unk__<counter>`
+        if value.name in initializers:
+            continue
         for axis, dim in enumerate(value.type.tensor_type.shape.dim):
             if dim.HasField("dim_param"):
                 dim.dim_param = {0: "batch", 1: "sequence" if text else "dim1"}.get(axis, f"dim{axis}")
@@ -111,16 +114,20 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
 
     from stages import onnxrt
     from stages.convert import onnx_normalize
-    from stages.convert.tf_models import build, import_tf
-    from stages.convert.tf_stage import _source_name, finish, validate
+    from stages.convert.tf_models import build
+    from stages.frameworks import import_tf
+    from stages.convert.tf_stage import _source_name, finish, freeze, generator, validate
     from stages.timing import phase
 
     import_tf()
     with tempfile.TemporaryDirectory(prefix="zoo-tf2onnx-") as work:
         with phase("build"):
             source = build(card, raw, settings, Path(work))
+            gen = generator(card, source, settings)
+        with phase("freeze"):
+            graph_def, inputs, outputs = freeze(card, source)
         with phase("tf2onnx"):
-            proto = convert(card, source, settings)
+            proto = convert(card, source, settings, graph_def, inputs, outputs)
             model = onnx_normalize.canonical_names(
                 onnx_normalize.canonical_initializers(onnx_normalize.normalize(proto, inplace=True)))
             onnx_normalize.save_stable(model, out / "model.onnx", 1 << 62)
@@ -135,16 +142,16 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             def run(feeds: dict[str, Any]) -> dict[str, Any]:
                 return onnxrt.run(sess, feeds, f"{card.path}")
 
-            validation = validate(card, source, settings, {"model.onnx": run},
+            validation = validate(card, source, gen, settings, {"model.onnx": run},
                                   f"{_source_name(card)}, deterministic inputs")
-        finish(source, settings, out)
+        finish(card, source, gen, out)
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)
     import tf2onnx
 
     return {
         "model": {
             **onnxrt.model_record(model),
-            "exporter": f"tf2onnx {tf2onnx.__version__} ({'from_keras' if source.keras_model is not None else 'from_function'})",
+            "exporter": f"tf2onnx {tf2onnx.__version__} (from_graph_def: the frozen graph of the tensorflow target)",
             **({"layout": "NHWC"} if any(len(s.shape) == 4 for s in source.inputs) else {}),
             **{k: v for k, v in source.info.items() if k != "keras_name"},
             "golden_data": "test_data_set_0: outputs computed by the source TensorFlow model",

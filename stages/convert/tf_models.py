@@ -20,61 +20,16 @@ signature and loaded back, so every kind is frozen from a SavedModel signature.
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from stages.errors import StagingError
+from stages.frameworks import import_tf
+from stages.inputs import TensorSpec
 
 SERVING = "serving_default"
-
-
-def import_tf():
-    """TensorFlow, quietly, on the CPU, single-threaded (bit-reproducible runs); imported on use only."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ logs (CUDA probing, oneDNN notes): noise here
-    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-    if "tensorflow" not in sys.modules:
-        preload_torch()
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # already initialised in this process: keep what it has
-        pass
-    return tf
-
-
-def preload_torch() -> None:
-    """Import torch and its triton before TensorFlow, when this process may use torch at all.
-
-    With TensorFlow already loaded, importing triton (which transformers does through
-    torch._dynamo) segfaults in triton/knobs.py (measured: tensorflow 2.21.0, torch 2.14.1 and the
-    triton it pins); the other order works. `zoo stage` sets USE_TORCH=0 for TensorFlow stages
-    (transformers then never imports torch), so this costs nothing there.
-    """
-    import importlib
-    import importlib.util
-
-    if os.environ.get("USE_TORCH", "").upper() in ("0", "FALSE", "NO", "OFF"):
-        return
-    for name in ("torch", "triton"):
-        if name not in sys.modules and importlib.util.find_spec(name) is not None:
-            importlib.import_module(name)
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dtype: str          # numpy dtype name
-    shape: tuple        # None for unknown dims
-
-    def record(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype,
-                "shape": [d if d is not None else ("batch" if i == 0 else "?") for i, d in enumerate(self.shape)]}
 
 
 @dataclass
@@ -82,9 +37,10 @@ class TFSource:
     fn: Any                                   # ConcreteFunction(**{input: tensor}) -> {output: tensor}
     inputs: list[TensorSpec]
     outputs: list[str]
-    make_inputs: Callable[[int, int | None, int], dict[str, Any]]   # (batch, seq, case) -> numpy feeds
-    reference: Callable[[dict[str, Any]], dict[str, Any]]           # the source model's outputs
+    reference: Callable[[dict[str, Any]], dict[str, Any]]           # the source model's outputs, by name
     text: bool = False
+    vocab: int | None = None  # a text model's vocabulary size (token ids are drawn below it)
+    declared: tuple = ()  # validation inputs the source itself implies (a tfhub card's input_shape)
     keras_model: Any = None
     side_files: dict[str, Path] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
@@ -100,24 +56,6 @@ def signature_specs(fn) -> list[TensorSpec]:
 
 def _numpy_dict(result) -> dict[str, Any]:
     return {k: v.numpy() for k, v in result.items()}
-
-
-def _image_inputs(specs: list[TensorSpec], seed: int, default_hw: int = 224):
-    import numpy as np
-
-    def make_inputs(batch: int, seq: int | None, case: int) -> dict[str, Any]:
-        rng = np.random.default_rng([seed, case])
-        feeds = {}
-        for spec in specs:
-            shape = [batch] + [d if d is not None else default_hw for d in spec.shape[1:]]
-            dtype = np.dtype(spec.dtype)
-            if dtype.kind == "f":
-                feeds[spec.name] = rng.random(shape, dtype=np.float32).astype(dtype)  # images in [0, 1)
-            else:
-                feeds[spec.name] = rng.integers(0, 4, size=shape).astype(dtype)
-        return feeds
-
-    return make_inputs
 
 
 # ----------------------------------------------------------------------------- tfhub
@@ -151,9 +89,13 @@ def build_tfhub(card, raw, settings, workdir: Path) -> TFSource:
     def reference(feeds: dict[str, Any]) -> dict[str, Any]:
         return _numpy_dict(fn(**{k: tf.constant(v) for k, v in feeds.items()}))
 
+    declared = ()
+    if spec.input_shape and len(specs) == 1:  # the card's shape for a signature that leaves dims unknown
+        from stages.inputs import Declared
+
+        declared = (Declared(specs[0].name, ("batch", *spec.input_shape[1:])),)
     return TFSource(fn=fn, inputs=specs, outputs=sorted(fn.structured_outputs), reference=reference,
-                    make_inputs=_image_inputs(specs, int(settings["seed"])),
-                    info={"signature": spec.signature or SERVING, "handle": spec.handle})
+                    declared=declared, info={"signature": spec.signature or SERVING, "handle": spec.handle})
 
 
 def _hub_function(card, loaded, tf):
@@ -218,8 +160,7 @@ def build_keras(card, raw, settings, workdir: Path) -> TFSource:
 
     # An ImageNet top: the 1000 classes of Keras's decode_predictions (ILSVRC-2012 synset order).
     imagenet_top = spec.include_top and spec.weights == "imagenet" and model.outputs[0].shape[-1] == 1000
-    return TFSource(fn=fn, inputs=specs, outputs=[output_name], reference=reference,
-                    make_inputs=_image_inputs(specs, int(settings["seed"])), keras_model=model,
+    return TFSource(fn=fn, inputs=specs, outputs=[output_name], reference=reference, keras_model=model,
                     preprocessing=preprocess.from_keras(spec.application, tuple(model.inputs[0].shape[1:])),
                     labels=labels.named("imagenet-1k") if imagenet_top else None,
                     info={"architecture": f"keras.applications.{spec.application}", "keras_name": model.name,
@@ -284,13 +225,6 @@ def build_huggingface_tf(card, raw, settings, workdir: Path) -> TFSource:
     serve = tf.function(call, input_signature=signature)
     outputs = sorted(serve.get_concrete_function().structured_outputs)
     fn = _through_saved_model(serve, {"model": model}, workdir, tf)
-    vocab = int(config.get("vocab_size", 100))
-
-    def make_inputs(batch: int, seq: int | None, case: int) -> dict[str, Any]:
-        from stages.validate import text_feeds
-
-        return text_feeds(names, vocab, batch, seq or 8, case, "int32")
-
     def reference(feeds: dict[str, Any]) -> dict[str, Any]:
         result = model(**{k: tf.constant(v) for k, v in feeds.items()}, training=False, return_dict=True)
         return {k: result[k].numpy() for k in outputs}
@@ -303,7 +237,7 @@ def build_huggingface_tf(card, raw, settings, workdir: Path) -> TFSource:
     side.update(extra)
     from stages.labels import hf_labels
 
-    return TFSource(fn=fn, inputs=signature_specs(fn), outputs=outputs, make_inputs=make_inputs,
+    return TFSource(fn=fn, inputs=signature_specs(fn), outputs=outputs, vocab=int(config.get("vocab_size", 100)),
                     reference=reference, text=True, side_files=side, labels=hf_labels(config, spec.task),
                     preprocessing=pre,
                     info={"architecture": (config.get("architectures") or ["?"])[0], "task": spec.task,

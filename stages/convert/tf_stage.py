@@ -21,7 +21,6 @@ object ids numbered 1, 2, ... in order of appearance (they only pair references 
 
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 import tempfile
@@ -43,17 +42,13 @@ VARIABLE_OPS = frozenset({"VarHandleOp", "ReadVariableOp", "AssignVariableOp", "
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def settings_tolerances(card, settings: dict) -> tuple[float, float]:
-    atol = card.validation.atol if card.validation.atol is not None else float(settings["atol"])
-    rtol = card.validation.rtol if card.validation.rtol is not None else float(settings["rtol"])
-    return atol, rtol
+def generator(card, source, settings: dict):
+    """The one input generator (stages.inputs) for this source: the card's `inputs:` win over what the
+    source implies (a tfhub card's `input_shape`)."""
+    from stages.inputs import Inputs
 
-
-def cases(source, settings: dict):
-    """(label, feeds) for every batch size (x sequence length for text), deterministic."""
-    seqs = settings["sequence_lengths"] if source.text else [None]
-    for case, (batch, seq) in enumerate(itertools.product(settings["batch_sizes"], seqs)):
-        yield f"batch{batch}" + (f"-seq{seq}" if seq else ""), source.make_inputs(int(batch), seq, case)
+    return Inputs(source.inputs, card.inputs or source.declared, settings, card, text=source.text,
+                  vocab=source.vocab)
 
 
 # ----------------------------------------------------------------------------- freezing
@@ -71,6 +66,7 @@ def freeze(card, source) -> tuple[Any, list[dict], list[dict]]:
                                "signature (`source.signature`) or another model") from None
     graph_def = frozen.graph.as_graph_def()
     n = len(source.inputs)
+    placeholders = _by_keyword(card, source, frozen.inputs[:n])
     leftover = list(frozen.inputs[n:])
     stateful = sorted({node.op for node in _all_nodes(graph_def) if node.op in TABLE_OPS | VARIABLE_OPS})
     if leftover or stateful:
@@ -81,12 +77,37 @@ def freeze(card, source) -> tuple[Any, list[dict], list[dict]]:
             f"{'a lookup table' if tables else 'resource state'} ({what}), which a frozen graph cannot hold as "
             "constants", fix="stage another signature (`source.signature`) or a model without tables; a frozen "
                              "graph of this one would not import on its own")
-    inputs = [spec.record() | {"tensor": tensor.name} for spec, tensor in zip(source.inputs, frozen.inputs[:n])]
+    inputs = [spec.record() | {"tensor": placeholders[spec.name].name} for spec in source.inputs]
     flat = sorted(source.fn.structured_outputs)  # nest.flatten order of a dict: sorted keys
     outputs = [{"name": name, "tensor": tensor.name, "dtype": tensor.dtype.as_numpy_dtype.__name__,
                 "shape": [d if d is not None else ("batch" if i == 0 else "?") for i, d in enumerate(tensor.shape.as_list())]}
                for name, tensor in zip(flat, frozen.outputs)]
     return graph_def, inputs, outputs
+
+
+def _by_keyword(card, source, placeholders) -> dict[str, Any]:
+    """Each signature input's placeholder in the frozen graph, paired by NAME.
+
+    A signature function is called with keywords; TensorFlow orders its flat inputs by the function's
+    `_arg_keywords`, which need not be the order of the signature's sorted names. The placeholder's
+    own name must agree (TensorFlow names it after the keyword); a mismatch fails the stage rather
+    than feed one input's values to another.
+    """
+    keywords = list(getattr(source.fn, "_arg_keywords", None) or [])
+    names = {spec.name for spec in source.inputs}
+    if sorted(keywords) != sorted(names):
+        keywords = [t.name.split(":")[0] for t in placeholders]
+    pairs = dict(zip(keywords, placeholders))
+    for name, tensor in pairs.items():
+        op = tensor.name.split(":")[0]
+        if op in names and op != name:
+            raise StagingError(f"{card.path}: the frozen graph's placeholder {tensor.name} is fed as input {name!r}",
+                               fix="a TensorFlow signature whose keywords and placeholders disagree; report it with "
+                                   "the versions")
+    if set(pairs) != names:
+        raise StagingError(f"{card.path}: the frozen graph's inputs {sorted(pairs)} are not the signature's "
+                           f"{sorted(names)}", fix="stage another signature (`source.signature`)")
+    return pairs
 
 
 def _all_nodes(graph_def):
@@ -124,14 +145,15 @@ def load_frozen(path: Path, inputs: list[dict], outputs: list[dict]):
 
 # ----------------------------------------------------------------------------- validation
 
-def validate(card, source, settings: dict, runners: dict[str, Any], reference: str) -> dict:
+def validate(card, source, gen, settings: dict, runners: dict[str, Any], reference: str) -> dict:
     """Compare each staged file's runner with the source model on every case; fail once with every number."""
-    from stages.validate import Comparison
+    from stages.validate import Comparison, tolerances
 
-    atol, rtol = settings_tolerances(card, settings)
-    comparison = Comparison(atol=atol, rtol=rtol)
-    for label, feeds in cases(source, settings):
-        expected = source.reference(feeds)
+    comparison = Comparison(*tolerances(card, settings), defaulted_dims=gen.defaulted_dims)
+    for case in gen.cases():
+        label, feeds = case.label, gen.feeds(case)
+        comparison.fed(label, feeds)
+        expected = run_source(card, source, feeds, label)
         for filename, run in runners.items():
             actual = run(feeds)
             where = f"{filename} {label}"
@@ -147,13 +169,36 @@ def validate(card, source, settings: dict, runners: dict[str, Any], reference: s
     return comparison.record(reference) | {"files": sorted(runners)}
 
 
+def run_source(card, source, feeds: dict[str, Any], label: str) -> dict[str, Any]:
+    """The source model's outputs; a failure is one line naming what was fed."""
+    from stages.inputs import describe
+
+    try:
+        return source.reference(feeds)
+    except Exception as exc:  # noqa: BLE001 - the model's own graph raises anything
+        raise StagingError(f"{card.path}: the source model fails on {label} ({describe(feeds)}): {type(exc).__name__}: "
+                           f"{(str(exc).strip().splitlines() or [''])[0][:300]}",
+                           fix="declare the inputs it accepts in the card (`inputs:`, see README)") from None
+
+
 def frozen_runner(path: Path, inputs: list[dict], outputs: list[dict]):
+    """Run model.pb fed by input name (the manifest's records), outputs by name."""
     import tensorflow as tf
+
+    from stages.inputs import describe
 
     fn = load_frozen(path, inputs, outputs)
 
     def run(feeds: dict[str, Any]) -> dict[str, Any]:
-        result = fn(*[tf.constant(feeds[i["name"]]) for i in inputs])
+        try:
+            result = fn(*[tf.constant(feeds[i["name"]]) for i in inputs])
+        except KeyError as exc:
+            raise StagingError(f"{path}: no value for its input {exc.args[0]!r} (fed {sorted(feeds)})",
+                               fix="feed every input by its name") from None
+        except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types
+            raise StagingError(f"{path}: TensorFlow fails to run the frozen graph on {describe(feeds)}: "
+                               f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}",
+                               fix="check the inputs fed against the manifest's") from None
         return {o["name"]: r.numpy() for o, r in zip(outputs, result)}
 
     return run
@@ -218,28 +263,30 @@ def keras_files(card, source, out: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- the stage
 
-def finish(source, settings: dict, out: Path) -> None:
-    """What every TensorFlow-side stage writes beside its model: test_data_set_0 (the first case's
-    inputs, outputs from the SOURCE model) and the side files (labels.txt is the pipeline's)."""
+def finish(card, source, gen, out: Path) -> None:
+    """What every TensorFlow-side stage writes beside its model: test_data_set_0 (the generator's
+    batch-1 case, outputs from the SOURCE model) and the side files (labels.txt is the pipeline's)."""
     from stages.golden import write_set
     from stages.timing import phase
 
     with phase("golden"):
-        _, feeds = next(iter(cases(source, settings)))
-        expected = source.reference(feeds)
+        feeds = gen.feeds(gen.first())
+        expected = run_source(card, source, feeds, "golden data")
         write_set(out, [(s.name, feeds[s.name]) for s in source.inputs], [(n, expected[n]) for n in source.outputs])
     for name, path in sorted(source.side_files.items()):
         shutil.copyfile(path, out / name)
 
 
 def stage(card, raw, out: Path, settings: dict) -> dict:
-    from stages.convert.tf_models import build, import_tf
+    from stages.convert.tf_models import build
+    from stages.frameworks import import_tf
     from stages.timing import phase
 
     import_tf()
     with tempfile.TemporaryDirectory(prefix="zoo-tf-") as work:
         with phase("build"):
             source = build(card, raw, settings, Path(work))
+            gen = generator(card, source, settings)
         with phase("freeze"):
             graph_def, inputs, outputs = freeze(card, source)
             write_graph(graph_def, out / "model.pb")
@@ -249,10 +296,12 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
                 runners.update(keras_files(card, source, out))
         with phase("validate"):
             runners["model.pb"] = frozen_runner(out / "model.pb", inputs, outputs)
-            validation = validate(card, source, settings, dict(sorted(runners.items())),
+            validation = validate(card, source, gen, settings, dict(sorted(runners.items())),
                                   f"{_source_name(card)}, deterministic inputs")
-        finish(source, settings, out)
+        finish(card, source, gen, out)
     import tensorflow as tf
+
+    from stages.frameworks import RUNTIME_NOTE
 
     return {
         "model": {
@@ -262,6 +311,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             "inputs": inputs,
             "outputs": outputs,
             "tensorflow": tf.__version__,
+            "runtime": RUNTIME_NOTE,
             **source.info,
             "golden_data": f"test_data_set_0: outputs computed by the source model (TensorFlow {tf.__version__})",
         },

@@ -12,7 +12,6 @@ failing output is collected before the stage fails with the numbers. The file is
 from __future__ import annotations
 
 import io
-import itertools
 import shutil
 import tempfile
 import warnings
@@ -22,12 +21,16 @@ from typing import Any
 from stages.errors import StagingError
 
 
-def _export(built, settings: dict, card) -> tuple[Any, str]:
+def _export(built, gen, settings: dict, card) -> tuple[Any, str]:
     """ModelProto and the exporter actually used (TorchScript modules need the TorchScript exporter)."""
     import onnx
     import torch
 
-    example = built.make_inputs(2, max(settings["sequence_lengths"]) if built.text else None, 0)
+    from stages.inputs import Case
+
+    cases = gen.cases()  # traced at the largest case: a dim of size 1 would be specialised away
+    largest = max(cases, key=lambda c: (c.batch, c.seq or 0))
+    example = gen.feeds(Case("export", largest.batch, largest.seq, 0))
     args = tuple(torch.from_numpy(example[n]) for n in built.input_names)
     exporter = settings["exporter"]
     if isinstance(built.module, torch.jit.ScriptModule):
@@ -80,24 +83,20 @@ def _summary(exc: Exception) -> str:
     return (lines or [type(exc).__name__])[0][:400]
 
 
-def _validate(built, onnx_path: Path, settings: dict, card, onnx_settings: dict):
+def _validate(built, gen, onnx_path: Path, settings: dict, card, onnx_settings: dict):
     import numpy as np
     import torch
 
     from stages import onnxrt
-    from stages.validate import Comparison
+    from stages.validate import Comparison, tolerances
 
-    atol = card.validation.atol if card.validation.atol is not None else float(settings["atol"])
-    rtol = card.validation.rtol if card.validation.rtol is not None else float(settings["rtol"])
-    comparison = Comparison(atol=atol, rtol=rtol)
+    comparison = Comparison(*tolerances(card, settings), defaulted_dims=gen.defaulted_dims)
     sess = onnxrt.session(onnx_path, onnx_settings)
-    seqs = settings["sequence_lengths"] if built.text else [None]
-    for case, (batch, seq) in enumerate(itertools.product(settings["batch_sizes"], seqs)):
-        feeds = built.make_inputs(int(batch), seq, case)
-        label = f"batch{batch}" + (f"-seq{seq}" if seq else "")
-        with torch.no_grad():
-            expected = built.module(*(torch.from_numpy(feeds[n]) for n in built.input_names))
-        expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+    for case in gen.cases():
+        feeds = gen.feeds(case)
+        label = case.label
+        comparison.fed(label, feeds)
+        expected = _run_source(built, feeds, card, label)
         actual = onnxrt.run(sess, feeds, f"{card.path}: {label}")
         if len(expected) != len(built.output_names) or set(actual) != set(built.output_names):
             comparison.failures.append({"output": "*", "case": label, "problem": (
@@ -111,17 +110,30 @@ def _validate(built, onnx_path: Path, settings: dict, card, onnx_settings: dict)
     return comparison.record("pytorch model, deterministic inputs")
 
 
-def golden_data(built, settings: dict, out: Path) -> None:
-    """test_data_set_0 beside model.onnx: deterministic inputs at batch 1, outputs from the PyTorch model."""
-    import numpy as np
+def _run_source(built, feeds: dict[str, Any], card, label: str):
+    """The PyTorch model's outputs (a tuple), fed by input name; a failure is one line with what was fed."""
     import torch
+
+    from stages.inputs import describe
+
+    try:
+        with torch.no_grad():
+            result = built.module(*(torch.from_numpy(feeds[n]) for n in built.input_names))
+    except Exception as exc:  # noqa: BLE001 - the model's own code raises anything
+        raise StagingError(f"{card.path}: the PyTorch model fails on {label} ({describe(feeds)}): "
+                           f"{type(exc).__name__}: {_summary(exc)}",
+                           fix="declare the inputs it accepts in the card (`inputs:`, see README)") from None
+    return result if isinstance(result, (tuple, list)) else (result,)
+
+
+def golden_data(built, gen, out: Path, card) -> None:
+    """test_data_set_0 beside model.onnx: the generator's batch-1 case, outputs from the PyTorch model."""
+    import numpy as np
 
     from stages.golden import write_set
 
-    feeds = built.make_inputs(1, min(settings["sequence_lengths"]) if built.text else None, 0)
-    with torch.no_grad():
-        result = built.module(*(torch.from_numpy(feeds[n]) for n in built.input_names))
-    result = result if isinstance(result, (tuple, list)) else (result,)
+    feeds = gen.feeds(gen.first())
+    result = _run_source(built, feeds, card, "golden data")
     write_set(out, [(n, feeds[n]) for n in built.input_names],
               [(n, np.asarray(r.detach().numpy())) for n, r in zip(built.output_names, result)])
 
@@ -133,6 +145,7 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
     from stages import onnxrt
     from stages.convert import onnx_normalize
     from stages.convert.torch_models import build
+    from stages.inputs import Inputs
     from stages.timing import phase
 
     torch.manual_seed(int(settings.get("seed", 0)))
@@ -140,8 +153,9 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="zoo-torch-") as work:
         with phase("build"):
             built = build(card, raw, settings, Path(work))
+            gen = Inputs(built.inputs, card.inputs, settings, card, text=built.text, vocab=built.vocab)
         with phase("export"):
-            proto, exporter = _export(built, settings, card)
+            proto, exporter = _export(built, gen, settings, card)
             threshold = int(float(settings["external_data_threshold_mb"]) * 1024 * 1024)
             onnx_normalize.save_stable(onnx_normalize.normalize(proto), out / "model.onnx", threshold)
         with phase("validate"):
@@ -151,9 +165,9 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
                 raise StagingError(f"{card.path}: the exported model fails onnx.checker: "
                                    f"{str(exc).splitlines()[0][:300]}",
                                    fix="an exporter bug: try the other exporter (params.yaml torch.exporter)") from None
-            validation = _validate(built, out / "model.onnx", settings, card, {"threads": 1})
+            validation = _validate(built, gen, out / "model.onnx", settings, card, {"threads": 1})
         with phase("golden"):
-            golden_data(built, settings, out)
+            golden_data(built, gen, out, card)
         for name, path in sorted(built.side_files.items()):
             shutil.copyfile(path, out / name)
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)

@@ -12,13 +12,13 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from stages.archives import check_entry_name
 from stages import preprocess
-from stages.labels import hf_labels, torchserve_labels
-from stages.validate import text_feeds
+from stages.archives import check_entry_name
 from stages.errors import StagingError, UnsafeArchiveError
+from stages.inputs import TensorSpec
+from stages.labels import hf_labels, torchserve_labels
 
 
 @dataclass
@@ -26,25 +26,23 @@ class Built:
     """A model ready to export: a module taking positional tensors and returning a tuple of tensors."""
 
     module: Any
-    input_names: list[str]
+    inputs: list[TensorSpec]  # in the module's positional order; what stages.inputs generates feeds from
     output_names: list[str]
-    make_inputs: Callable[[int, int | None, int], dict[str, Any]]  # (batch, seq, case) -> numpy feeds
     dynamic: dict[str, dict[int, str]]  # input name -> {axis: symbolic dim name}
     text: bool = False
+    vocab: int | None = None  # a text model's vocabulary size (token ids are drawn below it)
     side_files: dict[str, Path] = field(default_factory=dict)  # staged beside model.onnx
     info: dict[str, Any] = field(default_factory=dict)  # manifest extras
     labels: list[str] | None = None  # a classifier's class names, in output order (labels.txt)
     preprocessing: dict[str, Any] | None = None  # from the source's metadata (stages.preprocess)
 
+    @property
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs]
+
 
 def _vision(module, shape: tuple[int, ...], info: dict, name: str = "input", output: str = "logits") -> Built:
-    import numpy as np
-
-    def make_inputs(batch: int, seq: int | None, case: int) -> dict[str, Any]:
-        rng = np.random.default_rng([0, case])
-        return {name: rng.standard_normal((batch, *shape[1:])).astype(np.float32)}
-
-    return Built(module=module, input_names=[name], output_names=[output], make_inputs=make_inputs,
+    return Built(module=module, inputs=[TensorSpec(name, "float32", ("batch", *shape[1:]))], output_names=[output],
                  dynamic={name: {0: "batch"}}, info=info)
 
 
@@ -269,20 +267,17 @@ def build_huggingface(card, raw, settings, workdir: Path) -> Built:
         return built
     forward = module.forward.__code__.co_varnames
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in forward]
-    vocab = int(config.get("vocab_size", 100))
     with torch.no_grad():
         probe = module(**{n: torch.ones((1, 4), dtype=torch.long) for n in names})
     outputs = [k for k, v in probe.items() if isinstance(v, torch.Tensor)]
-
-    def make_inputs(batch: int, seq: int | None, case: int) -> dict[str, Any]:
-        return text_feeds(names, vocab, batch, seq or 8, case, "int64")
-
     side = {p.name: p for p in raw.all("repo") if p.name != "model.safetensors" and p.suffix not in (".bin", ".safetensors")
             and not p.name.endswith(".index.json")}
     pre, extra = preprocess.from_hf(raw.path, config, spec.task, workdir)
     side.update(extra)
-    return Built(module=_HFWrapper(module, names, outputs), input_names=names, output_names=outputs,
-                 make_inputs=make_inputs, dynamic={n: {0: "batch", 1: "sequence"} for n in names}, text=True,
+    return Built(module=_HFWrapper(module, names, outputs), output_names=outputs,
+                 inputs=[TensorSpec(n, "int64", ("batch", "sequence")) for n in names],
+                 dynamic={n: {0: "batch", 1: "sequence"} for n in names}, text=True,
+                 vocab=int(config.get("vocab_size", 100)),
                  side_files=side, info={"architecture": (config.get("architectures") or ["?"])[0],
                                         "task": spec.task}, labels=hf_labels(config, spec.task),
                  preprocessing=pre)

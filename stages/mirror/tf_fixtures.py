@@ -37,7 +37,7 @@ CACHE = ".tf-fixture-cache"
 
 
 def _tf():
-    from stages.convert.tf_models import import_tf
+    from stages.frameworks import import_tf
 
     return import_tf()
 
@@ -209,6 +209,46 @@ def tfhub_empty(root: Path) -> str:
 def tfhub_table(root: Path) -> str:
     data = _savedmodel_tar(root, "table", _table_module)
     return _bad_tfhub(root, "table", data, "A SavedModel that reads a lookup table (a test fixture)")
+
+
+def _two_input_module(seed: int):
+    """Two named inputs declared in an order that is not their sorted order (`zeta`, then `alpha`),
+    whose outputs change when the two are swapped, through a Keras LayerNormalization with BERT's
+    epsilon (1e-12) on activations of small variance: what a real sentence encoder's frozen graph needs
+    to survive (TensorFlow's oneDNN layer-norm fusion ignores the epsilon in frozen graphs)."""
+    import numpy as np
+    import tf_keras
+
+    tf = _tf()
+    rng = np.random.default_rng(seed)
+
+    class TwoInputs(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable((rng.standard_normal((8, 6)) * 0.02).astype(np.float32))
+            self.norm = tf_keras.layers.LayerNormalization(epsilon=1e-12)
+            self.norm.build((None, 6))
+            self.norm.gamma.assign(rng.normal(1.0, 0.3, 6).astype(np.float32))
+            self.norm.beta.assign(rng.normal(0.0, 0.3, 6).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="zeta"),
+                                      tf.TensorSpec([None, 4], tf.float32, name="alpha")])
+        def __call__(self, zeta, alpha):
+            h = tf.matmul(tf.concat([zeta, 3.0 * alpha], axis=-1), self.w)
+            return {"normed": self.norm(h), "raw": h}
+
+    return TwoInputs()
+
+
+def build_tfhub_two_inputs(root: Path) -> Fixture:
+    data = _savedmodel_tar(root, "two-inputs", lambda: _two_input_module(41))
+    handle = f"{TFHUB}/two-inputs/1"
+    rel, sha = _place(root, handle, data)
+    card = _card("tfhub-two-inputs", "tensorflow", "A SavedModel with two inputs declared out of name order and a "
+                 "layer norm with epsilon 1e-12 (seeded weights, a test fixture)", ["tensor"],
+                 {"kind": "tfhub", "handle": handle, "sha256": sha}, ["tensorflow", "onnx"],
+                 "preprocessing: {type: tensor, note: two float vectors of 4 (a test fixture)}\n")
+    return Fixture("tfhub-two-inputs", card, {rel: sha})
 
 
 def tfhub_migrated_403(root: Path) -> str:

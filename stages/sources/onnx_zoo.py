@@ -50,6 +50,9 @@ def _file_ref(fields, hf: bool) -> FileRef:
         if path.startswith("/") or ".." in path.split("/"):
             raise CardError(fields.path, fields.key("file"), f"{path!r} is not a path inside the repo",
                             "give a relative path such as `resnet50-v1-7.onnx`")
+        if _file_name(path) is None:
+            raise CardError(fields.path, fields.key("file"), f"{path!r} {_NO_NAME}",
+                            "give the path of the file itself, such as `resnet50-v1-7.onnx`")
         return FileRef(sha256=sha, file=path)
     if "file" in fields.data:
         raise CardError(fields.path, fields.key("file"), "`file:` needs `repo:` and `revision:`",
@@ -58,12 +61,25 @@ def _file_ref(fields, hf: bool) -> FileRef:
     if MOVING_REF_RE.search(url):
         raise CardError(fields.path, fields.key("url"), f"{url!r} points at a moving branch",
                         f"replace the branch with its 40-hex commit: run `zoo pin {fields.path}`")
+    if _file_name(unquote(urlsplit(url).path)) is None:
+        raise CardError(fields.path, fields.key("url"), f"{url!r} {_NO_NAME}",
+                        "give the URL of the file itself, e.g. https://.../<commit>/.../model.onnx")
     return FileRef(sha256=sha, url=url)
 
 
+_NO_NAME = "does not end in a file name (raw files are saved under it; '_*' names are the registry's own)"
+
+
+def _file_name(path: str) -> str | None:
+    """The raw file's name: the path's last part, unless empty, `.`, `..` or `_*` (the registry's own files)."""
+    name = posixpath.basename(path)
+    return None if not name or name in {".", ".."} or name.startswith("_") else name
+
+
 def _basename(ref: FileRef) -> str:
-    name = posixpath.basename(unquote(urlsplit(ref.url).path) if ref.url else ref.file)
-    if not name or name in {".", ".."} or name.startswith("_"):
+    """The name a parsed FileRef's file is saved under; parsing refused the refs that have none."""
+    name = _file_name(unquote(urlsplit(ref.url).path) if ref.url else ref.file)
+    if name is None:
         raise ValueError(f"cannot name a raw file after {ref!r}")
     return name
 

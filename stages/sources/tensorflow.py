@@ -145,7 +145,7 @@ class _Resolved(Exception):
 
 
 def application_class(name: str):
-    from stages.convert.tf_models import import_tf
+    from stages.frameworks import import_tf
 
     import_tf()
     import keras
