@@ -24,7 +24,7 @@ def write_set(out: Path, inputs: list[tuple[str, Any]], outputs: list[tuple[str,
     folder.mkdir(parents=True, exist_ok=True)
     for prefix, tensors in (("input", inputs), ("output", outputs)):
         for i, (name, value) in enumerate(tensors):
-            proto = numpy_helper.from_array(np.ascontiguousarray(value), name)
+            proto = numpy_helper.from_array(np.asarray(value, order="C"), name)  # 0-d stays 0-d
             (folder / f"{prefix}_{i}.pb").write_bytes(proto.SerializeToString(deterministic=True))
 
 

@@ -142,6 +142,8 @@ PARAM_KEYS = {
     "exporter": (lambda v: v in ("dynamo", "torchscript"), "one of dynamo, torchscript", "exporter: dynamo"),
     "external_data_threshold_mb": (_number, "a non-negative number (0 puts every weight in model.onnx.data)",
                                    "external_data_threshold_mb: 1800"),
+    "skip_optimizers": (lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v),
+                        "a list of tf2onnx optimizer names", "skip_optimizers: [optimize_transpose]"),
     "allow": (lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v), "a list of SPDX licence ids",
               "allow: [apache-2.0, mit]"),
 }

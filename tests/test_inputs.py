@@ -232,6 +232,13 @@ def test_a_scalar_input_needs_its_value(mirror, mirror_root, tmp_path):
     validation = json.loads((root / "registry/onnx/vad.manifest.json").read_text())["validation"]
     assert validation["runs"][1]["shapes"] == {"input": [2, 512], "sr": [], "state": [2, 2, 128]}
     assert validation["defaulted_dims"] == []
+    from stages.golden import read_tensors  # the golden scalar stays a scalar (rank 0, as declared)
+
+    golden = dict(read_tensors(root / "registry/onnx/vad/test_data_set_0", "input"))
+    assert golden["sr"].shape == () and int(golden["sr"]) == 16000 and golden["input"].shape == (1, 512)
+    from stages.verify import verify
+
+    assert verify(root / "registry/onnx/vad")["files"]["model.onnx"]["passed"]
 
 
 def test_an_input_the_model_does_not_have_is_named_at_stage_time(mirror, mirror_root, tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def convert(card, source, settings: dict, graph_def, inputs: list[dict], outputs
     import tf2onnx
 
     opset = int(settings["opset"])
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _optimizers_without(card, settings.get("skip_optimizers") or []):
         warnings.simplefilter("ignore")
         try:
             proto, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=[i["tensor"] for i in inputs],
@@ -77,6 +78,33 @@ def convert(card, source, settings: dict, graph_def, inputs: list[dict], outputs
     _rename_io(proto, {i["tensor"]: i["name"] for i in inputs}, {o["tensor"]: o["name"] for o in outputs},
                card, source.text)
     return proto
+
+
+@contextmanager
+def _optimizers_without(card, skipped: list[str]):
+    """tf2onnx's graph optimizers, less `skip_optimizers` (params.yaml), for this conversion.
+
+    tf2onnx 1.17's transpose optimizer is not deterministic: it walks sets of graph nodes, which
+    Python orders by memory address, and stops at a different fixed point from one process to the
+    next. Measured on a real TF Hub audio model (Basic Pitch): 4 conversions of one frozen graph
+    gave 4 different graphs (233 to 237 nodes); without the transpose optimizer, the same 285 nodes
+    every time (PYTHONHASHSEED does not help). Byte-stable staging is what lets DVC tell a changed
+    model from a rerun, so the registry skips it by default; ONNX Runtime's own transpose optimizer
+    removes the redundant Transpose pairs when it loads the model.
+    """
+    from tf2onnx import optimizer
+
+    known = optimizer._get_optimizers()  # noqa: SLF001 - tf2onnx's table of optimizers, by name
+    unknown = sorted(set(skipped) - set(known))
+    if unknown:
+        raise StagingError(f"{card.path}: params.yaml tf2onnx.skip_optimizers names {unknown[0]!r}, which tf2onnx "
+                           f"does not have", fix=f"use names from: {', '.join(known)}")
+    original = optimizer._get_optimizers  # noqa: SLF001
+    optimizer._get_optimizers = lambda: type(known)((k, v) for k, v in original().items() if k not in skipped)
+    try:
+        yield
+    finally:
+        optimizer._get_optimizers = original
 
 
 def _rename_io(proto, inputs: dict[str, str], outputs: dict[str, str], card, text: bool = False) -> None:
