@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from stages.errors import CardError
 
@@ -315,7 +315,7 @@ class Inputs:
         if dtype.kind == "b":
             return rng.integers(0, 2, size=shape).astype(bool)
         raise StagingError(f"{getattr(self.card, 'path', self.card)}: input {spec.name!r} has dtype {spec.dtype}, "
-                           "which has no generator", fix=f"declare it under `inputs:` with a value, or give the "
+                           "which has no generator", fix="declare it under `inputs:` with a value, or give the "
                                                           "card reference test data")
 
     def _text(self, name: str, shape: tuple[int, ...], dtype, rng):

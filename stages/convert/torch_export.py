@@ -85,7 +85,6 @@ def _summary(exc: Exception) -> str:
 
 def _validate(built, gen, onnx_path: Path, settings: dict, card, onnx_settings: dict):
     import numpy as np
-    import torch
 
     from stages import onnxrt
     from stages.validate import Comparison, tolerances
