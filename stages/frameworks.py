@@ -31,7 +31,7 @@ def import_tf():
 # fuses Keras's LayerNormalization into oneDNN's layer norm and the fused op uses epsilon 1e-3
 # whatever the layer says (BERT's is 1e-12): a real sentence encoder's frozen model.pb then differs
 # from its own source by 0.24 (last_hidden_state), while the same graph with remapping off matches
-# to 1e-6. The unfrozen graph reads gamma and beta from variables and is not fused. So every
+# to 2e-6. The unfrozen graph reads gamma and beta from variables and is not fused. So every
 # TensorFlow run of the registry (validation, golden data, `zoo verify`) has remapping off, and the
 # manifest of a frozen graph says so (`model.runtime`); the README tells users to do the same.
 RUNTIME_OPTIONS = {"remapping": False}

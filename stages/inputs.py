@@ -189,6 +189,10 @@ class Inputs:
                 if kind == "b" and values.dtype != bool:
                     self._fail(name, f"value {decl.value!r} is not true/false, the model's {name} is bool",
                                "give true or false")
+                if kind in "iu" and values.size and not (np.iinfo(spec.dtype).min <= values.min()
+                                                         and values.max() <= np.iinfo(spec.dtype).max):
+                    self._fail(name, f"value {decl.value!r} does not fit the model's {spec.dtype} {name}",
+                               f"give a value between {np.iinfo(spec.dtype).min} and {np.iinfo(spec.dtype).max}")
                 if kind not in "iufb":
                     self._fail(name, f"the model's {name} is {spec.dtype}, which takes no generated value",
                                "give the card reference test data for this model")
@@ -202,6 +206,10 @@ class Inputs:
             if decl.range is not None and kind in "iu" and not all(float(b).is_integer() for b in decl.range):
                 self._fail(name, f"range {list(decl.range)} is not integers, the model's {name} is {spec.dtype}",
                            "write integer bounds, e.g. `range: [0, 100]`")
+            if decl.range is not None and kind in "iu" and not (
+                    np.iinfo(spec.dtype).min <= decl.range[0] and decl.range[1] - 1 <= np.iinfo(spec.dtype).max):
+                self._fail(name, f"range {list(decl.range)} does not fit the model's {spec.dtype} {name}",
+                           f"keep it between {np.iinfo(spec.dtype).min} and {np.iinfo(spec.dtype).max}")
 
     # --- the cases
 

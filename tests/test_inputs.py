@@ -91,6 +91,8 @@ def gen(*declared, specs=SPECS, **kw):
     (Declared("state", value=[[1.0, 2.0]]), "value has shape [1, 2]"),
     (Declared("x", range=(0.5, 2)), None),  # a float range for a float input is fine
     (Declared("sr", range=(0.5, 2)), "not integers"),
+    (Declared("sr", value=2**70), "does not fit the model's int64 sr"),
+    (Declared("sr", range=(0, 2**70)), "does not fit the model's int64 sr"),
 ])
 def test_declared_inputs_are_checked_against_the_model(declared, problem):
     if problem is None:
@@ -273,3 +275,24 @@ def test_golden_data_of_an_opset_12_batch_norm_is_inference_mode(mirror, mirror_
     expected = ((x - values["m"].reshape(shape)) / np.sqrt(values["v"].reshape(shape) + 1e-5)
                 * values["s"].reshape(shape) + values["b"].reshape(shape))
     np.testing.assert_allclose(y, expected, atol=1e-5)
+
+
+def test_batch_norm_in_training_mode_uses_the_batch_statistics():
+    """The replaced BatchNormalization still follows the spec when a node asks for training mode."""
+    from stages.convert.onnx_zoo import reference_run
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 2, 4)).astype(np.float32)
+    values = {k: rng.random(2).astype(np.float32) + 0.1 for k in ("s", "b", "m", "v")}
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm", "rv"], epsilon=1e-5,
+                            momentum=0.8, training_mode=1)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 2, 4])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "rm", "rv")],
+                              [numpy_helper.from_array(v, k) for k, v in values.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    y, rm, rv = reference_run(model, {"x": x}, "test")
+    mean, var = x.mean(axis=(0, 2)), x.var(axis=(0, 2))
+    np.testing.assert_allclose(y, (x - mean[None, :, None]) / np.sqrt(var[None, :, None] + 1e-5)
+                               * values["s"][None, :, None] + values["b"][None, :, None], atol=1e-5)
+    np.testing.assert_allclose(rm, values["m"] * 0.8 + mean * 0.2, atol=1e-6)
+    np.testing.assert_allclose(rv, values["v"] * 0.8 + var * 0.2, atol=1e-6)

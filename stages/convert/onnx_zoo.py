@@ -84,7 +84,9 @@ def reference_fixes() -> list:
     by its output count; onnx 1.23's reference (`BatchNormalization_9`) instead takes the batch's
     own statistics whenever `momentum` is set, which exporters always write (Paddle2ONNX's PP-OCRv4
     recognizer, opset 12: its golden outputs were off by 0.27; onnx/onnx#8442 fixes it upstream).
-    Inference mode here is the spec's formula with the running statistics.
+    Here the mode follows the spec: one output and no `training_mode` is inference, with the running
+    statistics; otherwise the batch's own statistics normalise, and the extra outputs are the
+    updated running mean and variance (then, before opset 14, the batch mean and variance).
     """
     import numpy as np
     from onnx.reference.op_run import OpRun
@@ -93,12 +95,19 @@ def reference_fixes() -> list:
         op_domain = ""
 
         def _run(self, x, scale, bias, mean, var, epsilon=None, momentum=None, training_mode=None, **_):
-            if len(self.onnx_node.output) != 1 or training_mode:
-                raise NotImplementedError("BatchNormalization in training mode: a staged model runs inference")
+            outputs = len(self.onnx_node.output)
+            axes = (0, *range(2, x.ndim))
             shape = (1, -1) + (1,) * (x.ndim - 2)
             eps = 1e-5 if epsilon is None else epsilon
-            y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * scale.reshape(shape) + bias.reshape(shape)
-            return (y.astype(x.dtype),)
+            training = outputs > 1 or bool(training_mode)
+            use_mean, use_var = (x.mean(axis=axes), x.var(axis=axes)) if training else (mean, var)
+            y = ((x - use_mean.reshape(shape)) / np.sqrt(use_var.reshape(shape) + eps) * scale.reshape(shape)
+                 + bias.reshape(shape)).astype(x.dtype)
+            if not training:
+                return (y,)
+            m = 0.9 if momentum is None else momentum
+            running = [(mean * m + use_mean * (1 - m)).astype(mean.dtype), (var * m + use_var * (1 - m)).astype(var.dtype)]
+            return tuple([y, *running, use_mean.astype(mean.dtype), use_var.astype(var.dtype)][:outputs])
 
     return [BatchNormalization]
 

@@ -87,7 +87,7 @@ def _optimizers_without(card, skipped: list[str]):
     tf2onnx 1.17's transpose optimizer is not deterministic: it walks sets of graph nodes, which
     Python orders by memory address, and stops at a different fixed point from one process to the
     next. Measured on a real TF Hub audio model (Basic Pitch): 4 conversions of one frozen graph
-    gave 4 different graphs (233 to 237 nodes); without the transpose optimizer, the same 285 nodes
+    gave 4 different graphs (234 to 237 nodes); without the transpose optimizer, the same 285 nodes
     every time (PYTHONHASHSEED does not help). Byte-stable staging is what lets DVC tell a changed
     model from a rerun, so the registry skips it by default; ONNX Runtime's own transpose optimizer
     removes the redundant Transpose pairs when it loads the model.
