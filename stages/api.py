@@ -15,12 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.errors import ZooError
+from stages.errors import ModelNotFound, ZooError
 from stages.files import building_dir, sha256_file
-
-
-class ModelNotFound(ZooError, LookupError):
-    exit_code = 2
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Safe reading of upstream archives (the ONNX zoo's .tar.gz, TF Hub's compressed SavedModels).
 
 An archive is untrusted input. Every entry is checked before anything is read: absolute paths,
-`..` components, links and device files are refused with the entry's name, and only the entries
-asked for are extracted, by name, into a folder we choose.
+`..` components, links pointing out and device files are refused with the entry's name (tar links
+and special files by Python's `tarfile.data_filter`), and only the entries asked for are
+extracted, by name, into a folder we choose.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import posixpath
 import re
 import shutil
 import tarfile
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -29,17 +31,17 @@ def check_entry_name(archive: Path, name: str) -> str:
     return posixpath.normpath("/".join(p for p in parts if p not in ("", ".")) or ".")
 
 
-def _check_tar_member(archive: Path, member: tarfile.TarInfo) -> None:
+def _check_tar_member(archive: Path, member: tarfile.TarInfo, dest: Path) -> None:
     check_entry_name(archive, member.name)
-    if member.issym() or member.islnk():
-        target = member.linkname
-        joined = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), target))
-        if target.startswith("/") or joined.startswith(".."):
-            raise UnsafeArchiveError(f"{archive}: link {member.name!r} -> {target!r} points outside the archive",
-                                     fix="refusing to extract it; the archive is malformed or malicious")
-    elif not (member.isfile() or member.isdir()):
-        raise UnsafeArchiveError(f"{archive}: entry {member.name!r} is a device or fifo",
-                                 fix="refusing to extract it; the archive is malformed or malicious")
+    try:
+        tarfile.data_filter(member, str(dest))
+    except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
+        raise UnsafeArchiveError(f"{archive}: link {member.name!r} -> {member.linkname!r} points outside the archive",
+                                 fix="refusing to extract it; the archive is malformed or malicious") from None
+    except tarfile.FilterError as exc:  # SpecialFileError: a device or fifo
+        what = "is a device or fifo" if isinstance(exc, tarfile.SpecialFileError) else f"is refused: {exc}"
+        raise UnsafeArchiveError(f"{archive}: entry {member.name!r} {what}",
+                                 fix="refusing to extract it; the archive is malformed or malicious") from None
 
 
 def open_tar(archive: Path) -> tarfile.TarFile:
@@ -65,7 +67,7 @@ def extract_matching(archive: Path, pattern: re.Pattern, dest: Path, strip_to: r
             raise StagingError(f"{archive}: the archive is truncated or damaged ({exc})",
                                fix="refetch it (`dvc repro --force fetch@<name>`); if it persists the upstream file is bad") from None
         for member in members:
-            _check_tar_member(archive, member)
+            _check_tar_member(archive, member, dest)
         for member in members:
             name = check_entry_name(archive, member.name)
             if not member.isfile() or not pattern.search(name):
@@ -80,3 +82,24 @@ def extract_matching(archive: Path, pattern: re.Pattern, dest: Path, strip_to: r
                 shutil.copyfileobj(src, out, 1 << 20)
             written.append(rel)
     return sorted(written)
+
+
+def extract_zip(archive: Path, dest: Path) -> list[str]:
+    """Extract a zip after checking every entry: no absolute paths, no '..', no symlinks."""
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        for info in infos:
+            check_entry_name(archive, info.filename)
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise UnsafeArchiveError(f"{archive}: entry {info.filename!r} is a symbolic link",
+                                         fix="refusing to extract it; the archive is malformed or malicious")
+        names = []
+        for info in infos:
+            if info.is_dir():
+                continue
+            target = dest / check_entry_name(archive, info.filename)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                out.write(src.read())
+            names.append(info.filename)
+        return names

@@ -1,30 +1,40 @@
 """Model cards: `registry/<format>/<name>.yaml`, parsed into a frozen schema at load.
 
 A card is written by people, so every problem is reported as one line naming the file, the
-field and the fix; unknown keys are errors (a typo must not silently drop a pin).
+line, the field and the fix; unknown keys are errors (a typo must not silently drop a pin).
+
+The card is declared with pydantic (`CardModel`, built from stages.schema's field types); its
+`source:` section is validated by the model of its kind, found through the kind registry
+(stages.sources), so adding a kind needs no edit here. Rules across fields (the name matches the
+file, the format its folder, `trust_code` for kinds that run code, `targets:` the kind allows)
+follow, through the same translator. `parse_card` returns the frozen `Card` dataclass the rest of
+the registry uses. `json_schema()` is the card's JSON Schema (`zoo schema`, registry/card.schema.json).
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+
+from stages import schema
 from stages.errors import CardError
+from stages.yamlio import Lines, line_of, load_yaml, load_yaml_lines  # noqa: F401 (load_yaml: its old home)
 
 FORMATS = ("onnx", "tensorflow", "keras")
-# DVC artifact names (and GTO's) allow lowercase letters, digits and inner '-'; dots would also
-# break `cards.<name>` lookups. A card name is its artifact name, so it follows those rules.
-NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-LICENSE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")
 
 
 class Fields:
-    """Reads one mapping of a card, checking each field; `done()` rejects what was not read."""
+    """Reads one mapping of a card, checking each field; `done()` rejects what was not read.
+
+    What is left of the hand-written card reader: the `preprocessing:`, `labels:` and `inputs:`
+    sections are still parsed with it by their own modules (stages.preprocess, stages.labels,
+    stages.inputs); everything else is declared with pydantic (CardModel, the kinds' `spec`).
+    """
 
     def __init__(self, path: Path, mapping: Any, prefix: str = ""):
         self.path, self.prefix = path, prefix
@@ -56,30 +66,6 @@ class Fields:
             raise CardError(self.path, self.key(name), f"{value!r} is malformed", hint or f"match {pattern.pattern}")
         return value
 
-    def sha256(self, name: str = "sha256", required: bool = True) -> str | None:
-        if required and self.data.get(name) is None:
-            self.seen.add(name)
-            raise CardError(self.path, self.key(name), "missing (every file is pinned by its sha256)",
-                            f"run `zoo pin {self.path}` to fetch the file and write its sha256")
-        return self.str(name, required, SHA256_RE,
-                        "write the file's full sha256 as 64 lowercase hex digits (`sha256sum FILE`)")
-
-    def commit(self, name: str, required: bool = True) -> str | None:
-        value = self.raw(name, required)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not COMMIT_RE.match(value):
-            raise CardError(self.path, self.key(name), f"{value!r} is not a 40-hex commit (branches and tags move)",
-                            f"pin the full commit id: run `zoo pin {self.path}`")
-        return value
-
-    def url(self, name: str, required: bool = True) -> str | None:
-        value = self.str(name, required)
-        if value is not None and not value.startswith("https://"):
-            raise CardError(self.path, self.key(name), f"{value!r} is not an https:// URL",
-                            "give the upstream https URL (mirrors are configured with ZOO_MIRROR, not in cards)")
-        return value
-
     def number(self, name: str, required: bool = True) -> float | None:
         value = self.raw(name, required)
         if value is None:
@@ -88,15 +74,6 @@ class Fields:
             raise CardError(self.path, self.key(name), f"expected a non-negative number, got {value!r}",
                             f"write e.g. `{name}: 1.0e-4`")
         return float(value)
-
-    def boolean(self, name: str, default: bool = False) -> bool:
-        value = self.raw(name, required=False)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise CardError(self.path, self.key(name), f"expected true or false, got {value!r}",
-                            f"write `{name}: true` or `{name}: false`")
-        return value
 
     def sub(self, name: str, required: bool = True) -> Fields | None:
         value = self.raw(name, required)
@@ -172,128 +149,132 @@ def card_path(fmt: str, name: str) -> Path:
     return Path("registry") / fmt / f"{name}.yaml"
 
 
-class DuplicateKey(Exception):
-    """Raised by the loader when one mapping holds a key twice; load_yaml turns it into one line."""
+# ----------------------------------------------------------------------------- the card's schema
 
-    def __init__(self, key: Any, first: int, second: int):
-        self.key, self.first, self.second = key, first, second
-        super().__init__(f"key {key!r} on lines {first} and {second}")
-
-
-@functools.cache
-def unique_key_loader():
-    """PyYAML's safe loader (the C one when PyYAML was built with libyaml) refusing a repeated key.
-
-    YAML requires keys to be unique, but PyYAML silently keeps the last one: a card with two
-    `sha256:` lines would pin the second while a reviewer reads the first. Built on first use, so
-    importing this module does not import yaml.
-    """
-    import yaml
-
-    class UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-        def construct_mapping(self, node, deep=False):
-            if isinstance(node, yaml.MappingNode):
-                seen: dict[Any, int] = {}
-                for key_node, _ in node.value:
-                    if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then overrides: YAML's merge
-                        continue
-                    key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
-                    try:
-                        if key in seen:
-                            raise DuplicateKey(key, seen[key], line)
-                        seen[key] = line
-                    except TypeError:  # an unhashable key: the base class reports it as invalid YAML
-                        continue
-            return super().construct_mapping(node, deep)
-
-    return UniqueKeyLoader
+def _tags(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
+        raise schema.invalid(f"expected a list of strings, got {value!r}", "write `tags: [vision, classification]`")
+    return tuple(value)
 
 
-def load_yaml(path: Path, shown: Path | None = None, *, what: str = "card", error=None) -> Any:
-    """The one reader of YAML written by people (cards, params.yaml): UTF-8, valid YAML, no key twice.
+def _kind(value: Any) -> str:
+    from stages.sources import kinds
 
-    Each problem is one error naming the file and the line, never a UnicodeDecodeError or a
-    silently dropped key. `shown` is the path to name (relative to the registry root); `what` is
-    "card" or the file's name, used in the fixes; `error(where, problem, fix)` builds the
-    exception (by default a CardError naming `shown`), so params.yaml gets its own error class.
-    """
-    import yaml
+    known = kinds()
+    if not (isinstance(value, str) and value.strip()):
+        raise schema.invalid(f"expected a non-empty string, got {value!r}", "write `kind: <kind>`")
+    if value not in known:
+        raise schema.invalid(f"unknown kind {value!r}", f"use one of: {', '.join(sorted(known))}")
+    return value
 
-    shown = shown or path
-    if error is None:
-        def error(where, problem, fix):
-            return CardError(shown, where, problem, fix)
-    card = what == "card"
+
+class SourceHead(schema.Schema):
+    """`source:` as the card model sees it: a mapping with a registered `kind`; the whole section is
+    then validated by that kind's own model (`SourceKind.spec`), found through the kind registry."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Annotated[str, BeforeValidator(_kind)] = Field(description="the source kind (stages/sources/)")
+
+
+class ValidationSection(schema.Schema):
+    """Tolerances for comparing the staged model with its source; params.yaml's defaults otherwise."""
+
+    atol: schema.Number | None = Field(None, description="absolute tolerance")
+    rtol: schema.Number | None = Field(None, description="relative tolerance")
+
+
+# Sections parsed by their own modules (stages.preprocess, stages.labels, stages.inputs): the model
+# checks their outer shape; their JSON Schema is spelled out in `json_schema()`.
+Section = Annotated[dict[str, Any], WithJsonSchema({"type": "object"})]
+
+
+class CardModel(schema.Schema):
+    """A model card, `registry/<format>/<name>.yaml`."""
+
+    model_config = ConfigDict(title="zoo model card")
+
+    name: schema.CardName = Field(description="the model's name: the file's name and its DVC artifact name")
+    format: schema.one_of(FORMATS, "format") = Field(description="the staged format (the card's folder)")
+    description: schema.Text = Field(description="one line on what the model is")
+    license: schema.LicenseId = Field(description="SPDX licence id, e.g. apache-2.0")
+    tags: Annotated[tuple[str, ...], BeforeValidator(_tags)] = Field((), description="labels for the artifact")
+    trust_code: schema.Flag = Field(False, description="allow running third-party code (torchhub, eager .mar, remote code)")
+    source: SourceHead = Field(description="where the model comes from, pinned; its fields depend on `kind`")
+    targets: Annotated[tuple[str, ...], WithJsonSchema({"type": "array", "items": {"enum": list(FORMATS)},
+                                                        "uniqueItems": True})] | None = Field(
+        None, description="formats staged: the card's own and those its kind can add (e.g. [tensorflow, onnx])")
+    preprocessing: Section | None = Field(None, description="how inputs are prepared, for sources that do not say")
+    labels: Any = Field(None, description="class names in output order, or a named set")
+    inputs: Section | None = Field(None, description="what validation feeds where the model's declaration is not enough")
+    validation: ValidationSection | None = Field(None, description="tolerances (default: params.yaml)")
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _distinct_formats(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, list) and all(isinstance(t, str) for t in value) and len(set(value)) == len(value):
+            return tuple(value)
+        fmt, source = info.data.get("format", "<format>"), info.data.get("source")
+        allowed = tuple(getattr(type_of(source), "extra_targets", ())) if source is not None else ()
+        raise schema.invalid(f"expected a list of distinct formats, got {value!r}",
+                             f"write e.g. `targets: [{fmt}{', ' + allowed[0] if allowed else ''}]`")
+
+
+@contextlib.contextmanager
+def _located(path: Path, lines: Lines | None):
+    """A CardError from a section parsed field by field (stages.card.Fields) gains its line."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise error(None, "no such card" if card else "no such file",
-                    "check the path (cards live at registry/<format>/<name>.yaml)" if card
-                    else f"restore it: `git checkout -- {shown}`") from None
-    except OSError as exc:
-        raise error(None, f"cannot be read ({exc.strerror or exc})", "check the path and its permissions") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise error(f"line {line}", f"not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
-                    f"save {'the card' if card else what} as UTF-8") from None
-    try:
-        return yaml.load(text, Loader=unique_key_loader())
-    except DuplicateKey as exc:
-        raise error(f"line {exc.second}", f"key {exc.key!r} is written twice (lines {exc.first} and {exc.second}), "
-                    "and YAML would silently keep the last", "keep one of them") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else None
-        problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
-        raise error(where, f"not valid YAML: {problem}", "fix the YAML syntax") from None
+        yield
+    except CardError as exc:
+        line = line_of(lines, tuple(exc.field.split("."))) if exc.field and exc.line is None else None
+        if line is None or exc.path != str(path):
+            raise
+        raise CardError(exc.path, exc.field, exc.problem, exc.fix, line=line) from None
 
 
-def parse_card(path: Path, data: Any) -> Card:
-    """Parse and check a card's data; `path` must be registry/<format>/<name>.yaml (relative or not)."""
-    from stages.sources import parse_source
+def parse_source(path: Path, kind, raw: Any, fmt: str, lines: Lines | None = None, *, pinning: bool = False) -> Any:
+    """A card's `source:` section as its kind's frozen spec, validated by the kind's model (`spec`);
+    `pinning`: `zoo pin`'s lenient mode (pins may be missing; None when any is)."""
+    return schema.validate(kind.spec, raw, path, lines=lines, prefix=("source",), context={"format": fmt},
+                           pinning=pinning)
 
-    fields = Fields(path, data)
-    name = fields.str("name", pattern=NAME_RE,
-                      hint="use lowercase letters, digits and inner '-' (as DVC artifact names), at most 64 characters")
-    fmt = fields.str("format")
-    if fmt not in FORMATS:
-        raise CardError(path, "format", f"unknown format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+
+def parse_card(path: Path, data: Any, lines: Lines | None = None) -> Card:
+    """Parse and check a card's data; `path` must be registry/<format>/<name>.yaml (relative or not).
+    `lines` (from stages.yamlio.load_yaml_lines) lets each error name its line."""
+    from stages import inputs, labels, preprocess
+    from stages.sources import get_kind
+
+    top = schema.validate(CardModel, data, path, lines=lines)
+
+    def fail(loc: tuple, problem: str, fix: str) -> CardError:
+        return schema.card_error(path, loc, problem, fix, lines)
+
+    name, fmt = top.name, top.format
     if path.stem != name:
-        raise CardError(path, "name", f"{name!r} does not match the file name {path.name!r}",
-                        f"rename the file to {name}.yaml or set `name: {path.stem}`")
+        raise fail(("name",), f"{name!r} does not match the file name {path.name!r}",
+                   f"rename the file to {name}.yaml or set `name: {path.stem}`")
     if path.parent.name != fmt:
-        raise CardError(path, "format", f"{fmt!r} but the card is in {path.parent.name}/",
-                        f"move the card to registry/{fmt}/ or fix `format:`")
-    description = fields.str("description")
-    license_id = fields.str("license", pattern=LICENSE_RE, hint="use an SPDX licence id such as apache-2.0 or mit")
-    tags = fields.raw("tags", required=False) or []
-    if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
-        raise CardError(path, "tags", f"expected a list of strings, got {tags!r}", "write `tags: [vision, classification]`")
-    trust_code = fields.boolean("trust_code")
-    source = parse_source(fields.sub("source"), fmt)
-    if getattr(type_of(source), "runs_code", False) and not trust_code:
-        raise CardError(path, "trust_code", f"kind {source.kind!r} runs third-party code and the card does not allow it",
-                        "review the code at the pinned version, then add `trust_code: true` to the card")
-    targets = _targets(path, fields, fmt, type_of(source))
-    from stages import labels, preprocess
-
-    declared_pre = preprocess.parse_card(fields.sub("preprocessing", required=False))
-    declared_labels = labels.parse_card(fields)
-    from stages import inputs
-
-    declared_inputs = inputs.parse_card(fields)
-    validation = Validation()
-    sub = fields.sub("validation", required=False)
-    if sub is not None:
-        validation = Validation(atol=sub.number("atol", required=False), rtol=sub.number("rtol", required=False))
-        sub.done()
-    fields.done()
-    return Card(name=name, format=fmt, description=description.strip(), license=license_id,
-                tags=tuple(tags), source=source, validation=validation, trust_code=trust_code, path=path,
-                targets=targets, preprocessing=declared_pre, labels=declared_labels,
-                inputs=declared_inputs)
+        raise fail(("format",), f"{fmt!r} but the card is in {path.parent.name}/",
+                   f"move the card to registry/{fmt}/ or fix `format:`")
+    kind = get_kind(top.source.kind)
+    if fmt not in kind.formats:
+        raise fail(("format",), f"{fmt!r} is not a format that kind {kind.kind!r} stages",
+                   f"use format: {' or '.join(kind.formats)}")
+    source = parse_source(path, kind, data["source"], fmt, lines)
+    if getattr(kind, "runs_code", False) and not top.trust_code:
+        raise fail(("trust_code",), f"kind {kind.kind!r} runs third-party code and the card does not allow it",
+                   "review the code at the pinned version, then add `trust_code: true` to the card")
+    targets = _targets(path.stem, top, kind, fail)
+    with _located(path, lines):  # sections still parsed by their own modules, field by field
+        fields = Fields(path, data)
+        declared_pre = preprocess.parse_card(fields.sub("preprocessing", required=False))
+        declared_labels = labels.parse_card(fields)
+        declared_inputs = inputs.parse_card(fields)
+    validation = Validation(atol=top.validation.atol, rtol=top.validation.rtol) if top.validation else Validation()
+    return Card(name=name, format=fmt, description=top.description.strip(), license=top.license,
+                tags=top.tags, source=source, validation=validation, trust_code=top.trust_code, path=path,
+                targets=targets, preprocessing=declared_pre, labels=declared_labels, inputs=declared_inputs)
 
 
 def missing_metadata(card: Card) -> list[str]:
@@ -310,28 +291,24 @@ def missing_metadata(card: Card) -> list[str]:
     return missing
 
 
-def _targets(path: Path, fields: Fields, fmt: str, kind) -> tuple[str, ...]:
+def _targets(name: str, top: CardModel, kind, fail) -> tuple[str, ...]:
     """`targets: [tensorflow, onnx]`: the card's own format plus formats its kind can also stage."""
-    value = fields.raw("targets", required=False)
+    value, fmt = top.targets, top.format
     if value is None:
         return ()
     allowed = tuple(getattr(kind, "extra_targets", ()))
-    if not isinstance(value, list) or not all(isinstance(t, str) for t in value) or len(set(value)) != len(value):
-        raise CardError(path, "targets", f"expected a list of distinct formats, got {value!r}",
-                        f"write e.g. `targets: [{fmt}{', ' + allowed[0] if allowed else ''}]`")
     if fmt not in value:
-        raise CardError(path, "targets", f"{value!r} leaves out the card's own format {fmt!r}",
-                        f"write `targets: [{fmt}, ...]`")
+        raise fail(("targets",), f"{list(value)!r} leaves out the card's own format {fmt!r}",
+                   f"write `targets: [{fmt}, ...]`")
     extra = [t for t in value if t != fmt]
     bad = [t for t in extra if t not in allowed]
     if bad:
-        raise CardError(path, "targets", f"kind {kind.kind!r} cannot also stage {bad[0]!r}",
-                        f"targets besides {fmt!r} for this kind: {', '.join(allowed) or 'none'}")
-    name = path.stem
+        raise fail(("targets",), f"kind {kind.kind!r} cannot also stage {bad[0]!r}",
+                   f"targets besides {fmt!r} for this kind: {', '.join(allowed) or 'none'}")
     too_long = [t for t in extra if len(f"{name}-{t}") > 64]
     if too_long:
-        raise CardError(path, "name", f"{name!r} is too long for the artifact name {name}-{too_long[0]}",
-                        "shorten the name so `<name>-<target>` has at most 64 characters")
+        raise fail(("name",), f"{name!r} is too long for the artifact name {name}-{too_long[0]}",
+                   "shorten the name so `<name>-<target>` has at most 64 characters")
     return tuple(sorted(extra))
 
 
@@ -344,7 +321,8 @@ def type_of(source):
 def load_card(path: Path | str, root: Path | None = None) -> Card:
     """Load a card; with `root`, `path` is relative to the registry root and stays so in `card.path`."""
     path = Path(path)
-    return parse_card(path, load_yaml(root / path if root else path, path))
+    data, lines = load_yaml_lines(root / path if root else path, path)
+    return parse_card(path, data, lines)
 
 
 def find_cards(root: Path) -> list[Path]:
@@ -355,3 +333,72 @@ def find_cards(root: Path) -> list[Path]:
         if folder.is_dir():
             cards.extend(sorted(p for p in folder.glob("*.yaml") if p.is_file()))
     return cards
+
+
+def _section_schemas() -> dict[str, dict]:
+    """JSON Schema of the sections still parsed field by field by their own modules, from their constants."""
+    from stages import inputs, labels, preprocess
+
+    numbers = {"type": "array", "minItems": 1, "items": {"type": "number"}}
+    preprocessing = {
+        "type": "object", "additionalProperties": False, "required": ["type"],
+        "description": "how inputs are prepared, for sources that do not say (image, text or tensor; README)",
+        "properties": {
+            "type": {"enum": list(preprocess.TYPES)}, "source": {"type": "string"},
+            "note": {"type": "string", "description": "tensor: what the model's inputs hold"},
+            "tokenizer": {"type": "string"}, "max_length": {"type": "number", "minimum": 0},
+            "layout": {"enum": list(preprocess.LAYOUTS)}, "color": {"enum": list(preprocess.COLORS)},
+            "interpolation": {"enum": list(preprocess.INTERPOLATIONS)},
+            "size": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2,
+                     "description": "[height, width]"},
+            "resize": {"type": "integer", "minimum": 1, "description": "the shorter side before the centre crop"},
+            "scale": {"type": "number", "minimum": 0}, "mean": numbers, "std": numbers},
+        "allOf": [
+            {"if": {"properties": {"type": {"const": "tensor"}}},
+             "then": {"required": ["note"], "propertyNames": {"enum": ["type", "source", "note"]}}},
+            {"if": {"properties": {"type": {"const": "text"}}},
+             "then": {"required": ["tokenizer", "max_length"],
+                      "propertyNames": {"enum": ["type", "source", "tokenizer", "max_length"]}}},
+            {"if": {"properties": {"type": {"const": "image"}}},
+             "then": {"required": ["layout", "color", "interpolation", "size", "scale", "mean", "std"]}},
+        ]}
+    labels_schema = {"description": "class names in output order, or a named set",
+                     "anyOf": [{"enum": list(labels.NAMED)},
+                               {"type": "array", "minItems": 1, "items": {"type": ["string", "integer"]}}]}
+    dim = {"anyOf": [{"type": "integer", "minimum": 1}, {"enum": list(inputs.SYMBOLS)}]}
+    inputs_schema = {
+        "type": "object", "description": "per input name: what validation feeds (README, Validation inputs)",
+        "additionalProperties": {
+            "type": "object", "additionalProperties": False, "minProperties": 1,
+            "properties": {"shape": {"type": "array", "items": dim},
+                           "value": {"description": "a number, or a rectangular nested list of numbers"},
+                           "range": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"},
+                                     "description": "[low, high) for integers"}}}}
+    return {"preprocessing": preprocessing, "labels": labels_schema, "inputs": inputs_schema}
+
+
+def json_schema() -> dict[str, Any]:
+    """The cards' JSON Schema (draft 2020-12; `zoo schema`, registry/card.schema.json), for editors.
+
+    `source:` is one of the kinds' models (`SourceKind.spec`, told apart by their `kind` constant).
+    What JSON Schema cannot say (the name matches the file, the targets the kind allows, a URL's
+    file name) only `zoo check` checks.
+    """
+    from pydantic.json_schema import models_json_schema
+
+    from stages.sources import kinds
+
+    specs = [cls.spec for _, cls in sorted(kinds().items())]
+    refs, top = models_json_schema([(m, "validation") for m in (CardModel, *specs)], ref_template="#/$defs/{model}")
+    defs = dict(top.get("$defs", {}))
+    root = defs.pop(refs[(CardModel, "validation")]["$ref"].rsplit("/", 1)[-1])
+    defs.pop(SourceHead.__name__, None)
+    source = root["properties"]["source"]
+    root["properties"]["source"] = {"description": source.get("description", ""),
+                                    "oneOf": [refs[(spec, "validation")] for spec in specs]}
+    for key, fragment in _section_schemas().items():
+        root["properties"][key] = fragment
+    if defs:
+        root["$defs"] = defs
+    root["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return root

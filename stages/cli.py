@@ -1,8 +1,8 @@
 """`zoo`: the registry's command line. Thin: parse, call stages.pipeline / stages.index, map errors.
 
-Every `ZooError` becomes one line on stderr (`zoo: error: ...`, ending with the fix) and its exit
-code; anything else is a bug: one line `zoo: internal error: ...` and exit 70, its traceback only
-with `-v`.
+Every `ZooError` becomes one line on stderr (`zoo: error: ...`, ending with the fix) and its
+family's exit code (stages.errors.ExitCode); anything else is a bug: one line `zoo: internal
+error: ...` and exit 70, its traceback only with `-v`.
 """
 
 from __future__ import annotations
@@ -15,99 +15,35 @@ import time
 from pathlib import Path
 
 from stages import __version__, constants
-from stages.errors import ZooError
+from stages.errors import ExitCode, ZooError
 
 HEAVY_MODULES = ("torch", "tensorflow", "transformers", "keras", "jax")
 
 
 def _cmd_check(args) -> int:
-    from stages import index
+    from stages.check import check
+    from stages.index import INDEX
 
-    from stages.errors import IndexStaleError
-    from stages.prune import orphans
-
-    cards = index.load_all(args.root)
-    index.check(args.root)
-    _check_dvc_yaml(args.root, cards)
-    _check_metadata(cards)
-    left = orphans(args.root, {(fmt, c.name) for c in cards for fmt in (c.format, *c.targets)})
-    if left:
-        name = Path(left[0]).name[: -len(".manifest.json")]
-        if name in {c.name for c in cards}:
-            folder = Path(left[0]).with_name(name).as_posix()
-            raise IndexStaleError(f"{left[0]} belongs to a target {name} no longer has (`targets:` changed?)",
-                                  fix=f"delete {left[0]} and {folder}, and their dvc.lock entry, or restore the target")
-        raise IndexStaleError(f"{left[0]} has no card (deleted by hand?)",
-                              fix=f"run `zoo remove {name}` to remove what the pipeline made for it")
-    _warn_defaulted_dims(args.root, cards)
-    print(f"{len(cards)} cards ok; {index.INDEX} is up to date")
+    cards, warnings = check(args.root)
+    for warning in warnings:
+        print(f"zoo: warning: {warning}", file=sys.stderr)
+    print(f"{len(cards)} cards ok; {INDEX} is up to date")
     return 0
-
-
-def _warn_defaulted_dims(root: Path, cards) -> None:
-    """A model validated on symbolic dims nobody gave a value (a 1x1 image) passed a check that proves
-    little: name each one (from its manifest's `validation.defaulted_dims`), without failing."""
-    import json
-
-    for card in cards:
-        for fmt in (card.format, *card.targets):
-            path = root / card.target_manifest(fmt)
-            try:
-                dims = (json.loads(path.read_text(encoding="utf-8")).get("validation") or {}).get("defaulted_dims")
-            except (OSError, ValueError):
-                continue  # no manifest yet, or one `zoo verify` will report
-            if dims:
-                print(f"zoo: warning: {card.target_dir(fmt).as_posix()}: validated on defaulted dims: "
-                      f"{'; '.join(dims)}; declare them under `inputs:` in {card.path}", file=sys.stderr)
-
-
-def _check_metadata(cards) -> None:
-    """Cards whose source does not describe preprocessing (or, for classifiers, labels) must declare them."""
-    from stages.card import missing_metadata
-    from stages.errors import CardError
-
-    lacking = [(c, missing_metadata(c)) for c in cards]
-    lacking = [(c, m) for c, m in lacking if m]
-    if lacking:
-        listed = "; ".join(f"{c.path} ({', '.join(m)})" for c, m in lacking)
-        raise CardError(lacking[0][0].path, None, f"{len(lacking)} card(s) lack what their source does not describe: "
-                        f"{listed}", "declare `preprocessing:` (image, text or tensor) and, for classifiers, "
-                        "`labels:` in each (see README, Preprocessing and labels)")
-
-
-def _check_dvc_yaml(root: Path, cards) -> None:
-    """Every converter a card uses must have its foreach block in dvc.yaml, and no output of the
-    pipeline may be in git (its bytes belong to DVC; DVC refuses to restage an output git tracks).
-    The blocks' deps are checked by index.check: `zoo index` writes them."""
-    import yaml
-
-    from stages.convert import for_card
-    from stages.errors import IndexStaleError
-    from stages.index import tracked_outputs
-
-    stages = (yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages", {})
-    for card in cards:
-        for target in (card.format, *card.targets):
-            converter = for_card(card, target)
-            block = stages.get(converter.stage) or {}
-            if block.get("foreach") != f"${{converters.{converter.name}}}":
-                raise IndexStaleError(f"dvc.yaml has no `{converter.stage}` block iterating "
-                                      f"${{converters.{converter.name}}} (needed by {card.path})",
-                                      fix="restore the block from the README's pipeline section")
-    tracked = tracked_outputs(root)
-    if tracked:
-        (first, count), more = next(iter(tracked.items())), len(tracked) - 1
-        others = f", and {more} more output folder(s) ({', '.join(list(tracked)[1:4])})" if more else ""
-        raise IndexStaleError(f"{first} is a DVC output but git tracks it ({count} file(s){others})",
-                              fix=f"run `git rm -r --cached {' '.join(tracked)}` and commit (the files stay; "
-                                  "the root .gitignore keeps outputs out of git)")
 
 
 def _cmd_index(args) -> int:
     from stages import index
 
     changed = index.write(args.root)
-    print(f"{index.INDEX} and dvc.yaml's artifacts and converter deps {'updated' if changed else 'already up to date'}")
+    print(f"{index.INDEX}, {index.CARD_SCHEMA} and dvc.yaml's artifacts and converter deps "
+          f"{'updated' if changed else 'already up to date'}")
+    return 0
+
+
+def _cmd_schema(args) -> int:
+    from stages.index import card_schema_text
+
+    sys.stdout.write(card_schema_text())
     return 0
 
 
@@ -119,20 +55,13 @@ def _cmd_fetch(args) -> int:
 
 
 def _cmd_stage(args) -> int:
-    import os
-
     from stages.card import load_card
     from stages.convert import for_card
+    from stages.frameworks import only_framework
     from stages.pipeline import stage_card
 
     card = load_card(Path(args.card), args.root)
-    # transformers imports every framework it finds installed, unless told not to: a stage builds
-    # with one framework only, and importing the other costs seconds (this process stages one card)
-    if for_card(card, args.target).name == "torch":
-        os.environ.setdefault("USE_TF", "0")
-    elif not getattr(card.source, "from_pytorch", None):
-        os.environ.setdefault("USE_TORCH", "0")
-
+    only_framework(for_card(card, args.target).name, from_pytorch=bool(getattr(card.source, "from_pytorch", None)))
     print(stage_card(args.root, Path(args.card), args.target).relative_to(args.root).as_posix())
     return 0
 
@@ -193,14 +122,14 @@ def _cmd_run(args) -> int:
 
 def _cmd_upstream(args) -> int:
     from stages import index, upstream
-    from stages.errors import CardError
+    from stages.errors import ModelNotFound
 
     cards = index.load_all(args.root)
     if args.names:
         unknown = sorted(set(args.names) - {c.name for c in cards})
         if unknown:
-            raise CardError(f"registry/*/{unknown[0]}.yaml", None, f"no card named {unknown[0]!r}",
-                            "check `ls registry/*/`")
+            raise ModelNotFound(f"registry/*/{unknown[0]}.yaml: no card named {unknown[0]!r}",
+                                fix="check `ls registry/*/`")
         cards = [c for c in cards if c.name in args.names]
     rows = upstream.check(args.root, cards)
     sys.stdout.write(json.dumps(rows, indent=2, sort_keys=True) + "\n" if args.json else upstream.render_table(rows))
@@ -231,7 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", type=Path, default=None, help="registry checkout (default: ZOO_ROOT or .)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("check", help="validate every card, the index and dvc.yaml (CI runs it)").set_defaults(func=_cmd_check)
-    sub.add_parser("index", help="regenerate registry/index.json from the cards").set_defaults(func=_cmd_index)
+    sub.add_parser("index", help="regenerate registry/index.json (and card.schema.json) from the cards"
+                   ).set_defaults(func=_cmd_index)
+    sub.add_parser("schema", help="print the cards' JSON Schema (editors validate and complete cards with it)"
+                   ).set_defaults(func=_cmd_schema)
     fetch = sub.add_parser("fetch", help="download a card's pinned files into registry/_raw/<name> (a DVC stage)")
     fetch.add_argument("card", help="registry/<format>/<name>.yaml")
     fetch.add_argument("--pins", help="the card's pins fingerprint from registry/index.json (dvc.yaml passes it)")
@@ -296,10 +228,11 @@ def _record_timing(args, started: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command: an exit code and, on failure, exactly one line on stderr, never a traceback.
 
-    A ZooError is the user's to fix: `zoo: error: <what, where>; <fix>` and its exit code (a message
-    that spans lines is joined, so scripts and DVC's log show all of it). Anything else is a bug in
-    the registry, not in the input: one line saying so and exit 70 (EX_SOFTWARE in sysexits.h), and
-    `-v` re-raises it for the traceback a report needs. argparse's usage errors exit 2 before this.
+    A ZooError is the user's to fix: `zoo: error: <what, where>; <fix>` and the exit code of its
+    family, its class's `exit_code` (stages.errors.ExitCode; a message that spans lines is joined,
+    so scripts and DVC's log show all of it). Anything else is a bug in the registry, not in the
+    input: one line saying so and exit 70 (EX_SOFTWARE in sysexits.h), and `-v` re-raises it for the
+    traceback a report needs. argparse's usage errors exit 2 (ExitCode.USAGE) before this.
     """
     from stages.errors import ConfigError
 
@@ -321,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         _record_timing(args, started)
     except ZooError as exc:
         print(f"zoo: error: {one_line(exc)}", file=sys.stderr)
-        return exc.exit_code
+        return int(type(exc).exit_code)  # the class's family code, never one set on an instance
     except KeyboardInterrupt:
         print("zoo: interrupted; nothing was placed under a final name", file=sys.stderr)
         return 130
@@ -331,5 +264,5 @@ def main(argv: list[str] | None = None) -> int:
         detail = one_line(exc)
         print(f"zoo: internal error: {type(exc).__name__}{': ' + detail if detail else ''} (a registry bug; "
               "rerun with -v to see the traceback, and report it)", file=sys.stderr)
-        return 70
+        return int(ExitCode.INTERNAL)
     return code

@@ -1,19 +1,57 @@
-"""One exception root for the registry.
+"""One exception root for the registry, and one exit code per family of errors.
 
-Every error also inherits the built-in a caller would naturally catch (ValueError, OSError,
-AssertionError), carries its data (path, url, field) and ends its message with what to do next.
-The CLI turns any `ZooError` into one line on stderr and an exit code; nothing else is caught.
+Every exception class the registry raises on purpose is defined here (tests/test_errors.py checks
+it). Every error also inherits the built-in a caller would naturally catch (ValueError, OSError,
+AssertionError, LookupError), carries its data (path, url, field) and ends its message with what to
+do next. The CLI turns any `ZooError` into one line on stderr and its class's `exit_code`, the code
+of its family (`ExitCode`); nothing else is caught.
 """
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
+
+
+class ExitCode(enum.IntEnum):
+    """`zoo`'s exit codes: one per family of errors, so a script or CI job can tell them apart.
+
+    Each `ZooError` subclass takes its family's code as its `exit_code` class attribute. The README's
+    "Errors and exit codes" section lists them with what a user does for each.
+
+    - OTHER (1): any other ZooError (the base class itself, a DVC command failing under `zoo gc`,
+      downloaded files differing from a release's manifest in stages.api).
+    - USAGE (2): the command line is wrong: argparse's own errors (unknown command or option,
+      missing argument), an unknown model name or a path that is not a staged model
+      (ModelNotFound), bad inputs given to `zoo run` (RunError).
+    - CARD (3): a file in the registry written by people or the pipeline is wrong: a card
+      (CardError), a setting in params.yaml or a ZOO_* variable (ConfigError), registry/index.json
+      or dvc.yaml (IndexStaleError), a manifest (ManifestError).
+    - FETCH (4): upstream bytes and archives: FetchError and its subclasses, UnsafeArchiveError.
+    - STAGING (5): a model could not be staged (StagingError), or an installed converter differs from
+      its pin (VersionMismatchError).
+    - VALIDATION (6): a model's outputs differ from the reference (ParityError) or from its golden
+      data (VerifyError).
+    - RELEASE (7): a release or gc is refused (ReleaseRefused), or git fails on the repository or a
+      revision (GitError).
+    - INTERNAL (70): not a ZooError: a bug in the registry (EX_SOFTWARE in sysexits.h); the CLI
+      prints one line, and the traceback with -v.
+    """
+
+    OTHER = 1
+    USAGE = 2
+    CARD = 3
+    FETCH = 4
+    STAGING = 5
+    VALIDATION = 6
+    RELEASE = 7
+    INTERNAL = 70
 
 
 class ZooError(Exception):
     """Root of every error the registry raises on purpose."""
 
-    exit_code = 1
+    exit_code = ExitCode.OTHER
 
     def __init__(self, message: str, *, fix: str | None = None):
         self.fix = fix
@@ -23,24 +61,24 @@ class ZooError(Exception):
 class CardError(ZooError, ValueError):
     """A model card is malformed: names the file, the field and the fix."""
 
-    exit_code = 2
+    exit_code = ExitCode.CARD
 
-    def __init__(self, path: Path | str, field: str | None, problem: str, fix: str):
-        self.path, self.field, self.problem = str(path), field, problem
-        where = f"{path}: {field}" if field else str(path)
+    def __init__(self, path: Path | str, field: str | None, problem: str, fix: str, *, line: int | None = None):
+        self.path, self.field, self.problem, self.line = str(path), field, problem, line
+        where = ": ".join(part for part in (str(path), f"line {line}" if line else "", field or "") if part)
         super().__init__(f"{where}: {problem}", fix=fix)
 
 
 class IndexStaleError(ZooError):
     """registry/index.json (what dvc.yaml iterates over) does not match the cards."""
 
-    exit_code = 2
+    exit_code = ExitCode.CARD
 
 
 class FetchError(ZooError, OSError):
     """A download failed; carries the upstream URL and the URL actually requested."""
 
-    exit_code = 3
+    exit_code = ExitCode.FETCH
 
     def __init__(self, url: str, problem: str, *, fix: str | None = None, requested: str | None = None):
         self.url, self.requested = url, requested or url
@@ -80,13 +118,13 @@ class TruncatedError(FetchError):
 class UnsafeArchiveError(ZooError, ValueError):
     """An archive entry would land outside its target folder (absolute path, '..', link out)."""
 
-    exit_code = 4
+    exit_code = ExitCode.FETCH
 
 
 class StagingError(ZooError, RuntimeError):
     """A model could not be staged: it fails the checker, does not run, or its raw files are bad."""
 
-    exit_code = 4
+    exit_code = ExitCode.STAGING
 
 
 class ParityError(ZooError, AssertionError):
@@ -96,7 +134,7 @@ class ParityError(ZooError, AssertionError):
     collected over every case before raising, so one run shows every problem.
     """
 
-    exit_code = 5
+    exit_code = ExitCode.VALIDATION
 
     def __init__(self, model: str, failures: list[dict], fix: str):
         self.failures = failures
@@ -112,28 +150,64 @@ class ParityError(ZooError, AssertionError):
 class VersionMismatchError(ZooError):
     """An installed converter differs from its pin: staging would not be reproducible."""
 
-    exit_code = 2
+    exit_code = ExitCode.STAGING
 
 
 class VerifyError(ZooError):
     """A staged model disagrees with its golden data, or the data is missing (`zoo verify`)."""
 
-    exit_code = 5
+    exit_code = ExitCode.VALIDATION
 
 
 class ConfigError(ZooError, ValueError):
     """A setting is malformed: a ZOO_* environment variable or params.yaml; names it and the fix.
 
-    Exit 2 like a bad card: the input is wrong, not the network or the model.
+    Exit 3 like a bad card: a file or setting people wrote is wrong, not the network or the model.
     """
 
-    exit_code = 2
+    exit_code = ExitCode.CARD
 
 
 class ManifestError(ZooError, ValueError):
     """A manifest (`registry/<format>/<name>.manifest.json`) is missing, corrupt or not the registry's.
 
     Manifests are written by the pipeline and tracked by git, so the fix is restoring or restaging it.
+    A manifest that is not there at all is a ModelNotFound: the path given is not a staged model.
     """
 
-    exit_code = 2
+    exit_code = ExitCode.CARD
+
+
+class ModelNotFound(ZooError, LookupError):
+    """No staged model by that name or path: at a release (stages.api), on the command line (`zoo
+    run`, `zoo verify`, `zoo remove`, `zoo upstream`)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class RunError(ZooError):
+    """`zoo run` cannot prepare or run an input."""
+
+    exit_code = ExitCode.USAGE
+
+
+class GitError(ZooError):
+    """A git command failed in the registry's repository (a revision that does not exist, not a repository)."""
+
+    exit_code = ExitCode.RELEASE
+
+
+class ReleaseRefused(ZooError):
+    """`zoo release` or `zoo gc` refuses: the registry is not what a consumer would get, or the
+    version or confirmation is wrong; the message says what to do first."""
+
+    exit_code = ExitCode.RELEASE
+
+
+class DuplicateKey(Exception):
+    """Not an error of its own: the YAML loader's signal (stages.yamlio) that one mapping holds a key
+    twice; `load_yaml` turns it into one CardError (or ConfigError) line naming both lines."""
+
+    def __init__(self, key, first: int, second: int):
+        self.key, self.first, self.second = key, first, second
+        super().__init__(f"key {key!r} on lines {first} and {second}")

@@ -1,10 +1,10 @@
 """Verified fetching, shared by every source kind.
 
 A download streams into a unique temp file beside its destination, hashing while it streams;
-it is renamed into place only when the sha256 matches the pin. Every request has a timeout;
-connection errors, 5xx and 429 are retried with exponential backoff; a body cut short is
-resumed with an HTTP Range request when the server allows it. Redirects are followed here,
-not by requests, so that with ZOO_MIRROR set an absolute upstream `Location` is also mirrored.
+it is renamed into place only when the sha256 matches the pin. Every request has a timeout; the
+session's urllib3 `Retry` retries connection errors, 5xx and 429 with exponential backoff (and
+`Retry-After`); a body cut short is resumed with an HTTP Range request when the server allows it.
+`open_url` follows redirects (here and for `zoo upstream`) so each `Location` is mirrored too.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 10
 NET_CHUNK = 1 << 16  # small reads: a dropped connection loses at most this much before a resume
-RETRY_STATUSES = {429, 500, 502, 503, 504}
+RETRY_STATUSES = (429, 500, 502, 503, 504)
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 USER_AGENT = "zoo-registry (+https://dvc.org; verified fetching)"
 
@@ -61,16 +61,30 @@ class _Progress:
         self.digest, self.received, self.head = hashlib.sha256(), 0, b""
 
 
-def _session():
+def http_session():
+    """Retries GET and HEAD; a RETRY_STATUSES status that outlasts them is returned, for `_status_error`."""
     import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util import Retry
 
+    retry = Retry(total=constants.http_retries(), backoff_factor=constants.retry_backoff(), raise_on_status=False,
+                  status_forcelist=RETRY_STATUSES, allowed_methods=("GET", "HEAD"), respect_retry_after_header=True)
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
+    for scheme in ("https://", "http://"):
+        session.mount(scheme, HTTPAdapter(max_retries=retry))
     return session
 
 
-def _open(session, url: str, headers: dict[str, str], hops: list[str] | None = None):
-    """GET with redirects followed by hand, each hop mirrored; returns (response, final_url).
+def describe(exc: Exception) -> str:
+    """`Type: message` of the error behind requests' `Max retries exceeded` wrapper (ReadTimeoutError, ...)."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    exc = reason if isinstance(reason, Exception) else exc
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def open_url(session, url: str, headers: dict[str, str], hops: list[str] | None = None, method: str = "GET"):
+    """`method` with redirects followed by hand, each hop mirrored; returns (response, final_url).
 
     `hops` receives each upstream Location followed (absolute, before mirroring).
     """
@@ -78,8 +92,8 @@ def _open(session, url: str, headers: dict[str, str], hops: list[str] | None = N
     if hops is not None:
         hops.clear()
     for _ in range(MAX_REDIRECTS + 1):
-        resp = session.get(current, headers=headers, stream=True, allow_redirects=False,
-                           timeout=constants.http_timeout())
+        resp = session.request(method, current, headers=headers, stream=True, allow_redirects=False,
+                               timeout=constants.http_timeout())
         if resp.status_code in (301, 302, 303, 307, 308) and "Location" in resp.headers:
             resp.close()
             upstream = urljoin(upstream, resp.headers["Location"])
@@ -118,8 +132,12 @@ def _read_into(resp, state: _Progress, bar) -> None:
             bar.update(len(chunk))
 
 
+class _BodyBroken(Exception):
+    """The body stopped short of its length (or a Range was refused): ask again for the rest."""
+
+
 def _attempt(session, url: str, state: _Progress, bar, hops: list[str] | None = None) -> None:
-    """One request: fresh, or a Range resume when we already hold part of the body."""
+    """One request (the session retries its failures): fresh, or a Range resume when we hold part of the body."""
     import requests
 
     headers = {"Accept-Encoding": "identity"}
@@ -127,17 +145,14 @@ def _attempt(session, url: str, state: _Progress, bar, hops: list[str] | None = 
         headers["Range"] = f"bytes={state.received}-"
         if state.etag:
             headers["If-Range"] = state.etag
-    resp, requested = _open(session, url, headers, hops)
+    resp, requested = open_url(session, url, headers, hops)
     with resp:
         status = resp.status_code
         if status == 416 and state.received:
             state.reset()
-            raise requests.ConnectionError("range not satisfiable; restarting the download")
+            raise _BodyBroken("range not satisfiable; restarting the download")
         if status >= 400:
-            err = _status_error(url, requested, status)
-            if status in RETRY_STATUSES:
-                raise _Retryable(err)
-            raise err
+            raise _status_error(url, requested, status)
         if status == 200 and state.received:
             log.info("%s: server ignored the Range request; restarting", url)
             state.reset()
@@ -148,14 +163,12 @@ def _attempt(session, url: str, state: _Progress, bar, hops: list[str] | None = 
             state.etag = resp.headers.get("ETag")
             bar.total = state.total
             bar.refresh()
-        _read_into(resp, state, bar)
+        try:
+            _read_into(resp, state, bar)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            raise _BodyBroken(describe(exc)) from None
     if state.total is not None and state.received < state.total:
-        raise requests.ConnectionError(f"body ended at {state.received} of {state.total} bytes")
-
-
-class _Retryable(Exception):
-    def __init__(self, error: FetchError):
-        self.error = error
+        raise _BodyBroken(f"body ended at {state.received} of {state.total} bytes")
 
 
 def _not_the_file(url: str, requested: str, state: _Progress, expected: str | None) -> FetchError | None:
@@ -220,7 +233,7 @@ def download(url: str, dest: Path, sha256: str | None, *, session=None, desc: st
     import requests
     from tqdm.auto import tqdm
 
-    session = session or _session()
+    session = session or http_session()
     dest.parent.mkdir(parents=True, exist_ok=True)
     resumable = partial_dir is not None and sha256 is not None
     if resumable:
@@ -239,13 +252,9 @@ def download(url: str, dest: Path, sha256: str | None, *, session=None, desc: st
                 try:
                     _attempt(session, url, state, bar, redirects)
                     break
-                except _Retryable as exc:
-                    if attempt == retries:
-                        raise exc.error from None
-                    log.warning("%s: %s; retrying", url, exc.error)
-                except (requests.ConnectionError, requests.Timeout,
-                        requests.exceptions.ChunkedEncodingError) as exc:
-                    if attempt == retries:
+                except (requests.ConnectionError, requests.Timeout, _BodyBroken) as exc:
+                    broken = isinstance(exc, _BodyBroken)  # else the request failed: the session has retried it
+                    if attempt == retries or not broken:
                         keep_partial = resumable and state.received > 0
                         if state.total is not None and state.received < state.total:
                             raise TruncatedError(
@@ -253,9 +262,9 @@ def download(url: str, dest: Path, sha256: str | None, *, session=None, desc: st
                                      f"{retries + 1} attempts", fix="the connection keeps dropping; try again later",
                                 requested=requested) from None
                         raise FetchError(url, f"connection failed after {retries + 1} attempts: "
-                                              f"{type(exc).__name__}: {str(exc)[:200]}",
+                                              f"{exc if broken else describe(exc)}",
                                          fix="check the network, proxy or ZOO_MIRROR", requested=requested) from None
-                    log.warning("%s: %s; retrying", url, exc)
+                    log.warning("%s: %s; resuming", url, exc)
                 time.sleep(backoff * (2 ** attempt))
         if state.digest.hexdigest() != sha256:
             problem = _not_the_file(url, requested, state, sha256)
@@ -342,21 +351,12 @@ def get_text(url: str, headers: dict[str, str] | None = None, limit: int = 1 << 
     """A small text answer (an API call made by `zoo pin`): mirrored, timed out, retried like downloads."""
     import requests
 
-    session = _session()
-    retries, backoff = constants.http_retries(), constants.retry_backoff()
-    for attempt in range(retries + 1):
-        try:
-            resp, requested = _open(session, url, headers or {})
-            with resp:
-                if resp.status_code >= 400:
-                    error = _status_error(url, requested, resp.status_code)
-                    if resp.status_code not in RETRY_STATUSES or attempt == retries:
-                        raise error
-                else:
-                    return resp.raw.read(limit, decode_content=True).decode("utf-8", errors="replace")
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            if attempt == retries:
-                raise FetchError(url, f"connection failed after {retries + 1} attempts: {type(exc).__name__}",
-                                 fix="check the network, proxy or ZOO_MIRROR") from None
-        time.sleep(backoff * (2 ** attempt))
-    raise AssertionError("unreachable")
+    try:
+        resp, requested = open_url(http_session(), url, headers or {})
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise FetchError(url, f"connection failed after {constants.http_retries() + 1} attempts: "
+                              f"{describe(exc).split(':')[0]}", fix="check the network, proxy or ZOO_MIRROR") from None
+    with resp:
+        if resp.status_code >= 400:
+            raise _status_error(url, requested, resp.status_code)
+        return resp.raw.read(limit, decode_content=True).decode("utf-8", errors="replace")

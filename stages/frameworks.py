@@ -55,3 +55,18 @@ def preload_torch() -> None:
     for name in ("torch", "triton"):
         if name not in sys.modules and importlib.util.find_spec(name) is not None:
             importlib.import_module(name)
+
+
+def only_framework(converter: str, *, from_pytorch: bool = False) -> None:
+    """Tell transformers which framework this process stages with, before it is imported.
+
+    transformers imports every framework it finds installed, unless told not to: a stage builds
+    with one framework only (torch for the torch converter; TensorFlow for the others, plus torch
+    when a TensorFlow model is built from PyTorch weights), and importing the other costs seconds.
+    """
+    import os
+
+    if converter == "torch":
+        os.environ.setdefault("USE_TF", "0")
+    elif not from_pytorch:
+        os.environ.setdefault("USE_TORCH", "0")

@@ -13,14 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.errors import ZooError
+from stages.errors import GitError
 
 MANIFEST_RE = re.compile(r"^registry/([a-z]+)/([a-z0-9-]+)\.manifest\.json$")
 RELEASE_TAG_RE = re.compile(r"^zoo-v(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?$")
-
-
-class GitError(ZooError):
-    exit_code = 2
 
 
 def git(repo: Path, *args: str, input: bytes | None = None) -> bytes:

@@ -15,6 +15,16 @@ from typing import Any
 SET = "test_data_set_0"
 
 
+def write_source(out: Path, card, source, gen) -> None:
+    """test_data_set_0 of a converter with a source model: the generator's batch-1 case, outputs
+    computed by the SOURCE model, in its input and output order."""
+    from stages.validate import run_source
+
+    feeds = gen.feeds(gen.first())
+    expected = run_source(card, source, feeds, "golden data")
+    write_set(out, [(n, feeds[n]) for n in source.input_names], [(n, expected[n]) for n in source.outputs])
+
+
 def write_set(out: Path, inputs: list[tuple[str, Any]], outputs: list[tuple[str, Any]]) -> None:
     """Write one test data set (names in the model's input and output order) into `out/test_data_set_0`."""
     import numpy as np

@@ -26,6 +26,8 @@ from stages.files import dumps_stable, write_text_atomic
 from stages.sources import get_kind
 
 INDEX = Path("registry") / "index.json"
+# The cards' JSON Schema (`zoo schema`), for editors: `# yaml-language-server: $schema=../card.schema.json`
+CARD_SCHEMA = Path("registry") / "card.schema.json"
 PACKAGE = __name__.partition(".")[0]
 # What `python -m stages stage <card>` runs of ours: the package and the pipeline, plus what is
 # imported by name, out of the import closure's sight: the converter's module (stages.convert)
@@ -60,6 +62,14 @@ def load_all(root: Path) -> list[Card]:
                 raise CardError(seen[clash], "name", f"{clash!r} is the artifact name of {card.path}'s {target} target",
                                 "rename one of the cards")
     return cards
+
+
+def card_schema_text() -> str:
+    """registry/card.schema.json as `zoo index` writes it (what `zoo schema` prints)."""
+    from stages.card import json_schema
+    from stages.schema import dumps
+
+    return dumps(json_schema())
 
 
 def pins_hash(pins: dict[str, Any]) -> str:
@@ -100,21 +110,29 @@ def code_dir(root: Path) -> Path:
     return own if (own / "__init__.py").is_file() else Path(__file__).resolve().parent
 
 
-def stage_roots() -> tuple[str, ...]:
-    """STAGE_ROOTS and the source kinds' modules, read from the kinds registry (not listed here:
-    a new kind module joins every stage's deps by registering)."""
+def stage_roots(converter: str) -> tuple[str, ...]:
+    """STAGE_ROOTS, the converter's module and the modules of the kinds it stages (their builders),
+    read from the kinds registry: a new kind module joins its converters' deps by registering, and a
+    change to one kind's module reruns only the stages of its converters."""
+    from stages.convert import TARGET_CONVERTERS
     from stages.sources import kinds
 
-    modules = {cls.__module__ for cls in kinds().values()}
-    return (*STAGE_ROOTS, *sorted(m for m in modules if m.startswith(f"{PACKAGE}.")))
+    modules = set()
+    for cls in kinds().values():
+        targets = {TARGET_CONVERTERS[(fmt, t)] for fmt in cls.formats for t in cls.extra_targets
+                   if (fmt, t) in TARGET_CONVERTERS}
+        if converter in {*cls.converters(), *targets}:
+            modules.add(cls.__module__)
+    own = CONVERTERS[converter].module
+    return (*STAGE_ROOTS, own, *sorted(m for m in modules if m.startswith(f"{PACKAGE}.")))
 
 
 def code_deps(root: Path) -> dict[str, list[str]]:
     """Per converter: the files of the package its stage runs, sorted (see stages.deps)."""
     from stages.deps import closure
 
-    package, parsed, roots = code_dir(root), {}, stage_roots()
-    return {name: closure(package, (*roots, c.module), parsed) for name, c in CONVERTERS.items()}
+    package, parsed = code_dir(root), {}
+    return {name: closure(package, stage_roots(name), parsed) for name in CONVERTERS}
 
 
 def stage_deps(root: Path) -> dict[str, list[str]]:
@@ -132,22 +150,22 @@ def _blocks(pipeline) -> dict[str, Any]:
 
 
 def _dvc_yaml(root: Path):
-    from ruamel.yaml import YAML
+    from stages.yamlio import RoundTrip
 
-    from ruamel.yaml import YAMLError
-
-    yaml = YAML()  # round-trip: the hand-written pipeline keeps its comments and order
-    yaml.width = 4096
-    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml = RoundTrip(indent=(2, 4, 2))  # the hand-written pipeline keeps its comments and order
     path = root / "dvc.yaml"
+
+    def unreadable(problem: str) -> IndexStaleError:
+        return IndexStaleError(f"{path}: not a readable pipeline ({problem})",
+                               fix="restore dvc.yaml from git (`git checkout -- dvc.yaml`)")
+
     try:
-        pipeline = yaml.load(path.read_text(encoding="utf-8"))
+        pipeline = yaml.load(path.read_text(encoding="utf-8"), unreadable)
     except FileNotFoundError:
         raise IndexStaleError(f"{path}: no dvc.yaml here", fix="run zoo in the registry's checkout (or pass "
                               "--root / set ZOO_ROOT), or restore dvc.yaml from git") from None
-    except (YAMLError, UnicodeDecodeError) as exc:
-        raise IndexStaleError(f"{path}: not a readable pipeline ({str(exc).splitlines()[0][:200]})",
-                              fix="restore dvc.yaml from git (`git checkout -- dvc.yaml`)") from None
+    except UnicodeDecodeError as exc:
+        raise unreadable(str(exc).splitlines()[0][:200]) from None
     if not isinstance(pipeline, dict):
         raise IndexStaleError(f"{path}: not a mapping", fix="restore dvc.yaml from git (`git checkout -- dvc.yaml`)")
     return yaml, pipeline
@@ -159,15 +177,14 @@ def _plain(value: Any) -> Any:
 
 def write(root: Path) -> bool:
     """Write the index, dvc.yaml's artifacts section and its converter blocks' deps; returns
-    whether anything changed."""
-    import io
-
+    whether anything changed. Also writes registry/card.schema.json, the cards' JSON Schema."""
     cards = load_all(root)
     yaml, pipeline = _dvc_yaml(root)  # read before anything is written: no half-updated registry
-    text, path = dumps_stable(build(cards)), root / INDEX
-    changed = not path.exists() or path.read_text(encoding="utf-8") != text
-    if changed:
-        write_text_atomic(path, text)
+    changed = False
+    for path, text in ((root / INDEX, dumps_stable(build(cards))), (root / CARD_SCHEMA, card_schema_text())):
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            write_text_atomic(path, text)
+            changed = True
     edited, computed = False, stage_deps(root)
     for stage, do in _blocks(pipeline).items():
         if _plain(do.get("deps")) != computed[stage]:
@@ -181,9 +198,7 @@ def write(root: Path) -> bool:
             pipeline.pop("artifacts", None)
         edited = True
     if edited:
-        out = io.StringIO()
-        yaml.dump(pipeline, out)
-        write_text_atomic(root / "dvc.yaml", out.getvalue())
+        write_text_atomic(root / "dvc.yaml", yaml.dumps(pipeline))
         changed = True
     return changed
 
@@ -194,6 +209,10 @@ def check(root: Path) -> None:
     if not path.exists() or path.read_text(encoding="utf-8") != dumps_stable(build(cards)):
         raise IndexStaleError(f"{INDEX} does not match the cards in registry/",
                               fix="run `zoo index` and commit the result")
+    path = root / CARD_SCHEMA
+    if not path.exists() or path.read_text(encoding="utf-8") != card_schema_text():
+        raise IndexStaleError(f"{CARD_SCHEMA} does not match the card schema (`zoo schema`: stages/card.py and "
+                              "the source kinds)", fix="run `zoo index` and commit the result")
     pipeline = _dvc_yaml(root)[1]
     if _plain(pipeline.get("artifacts") or {}) != artifacts(cards):
         raise IndexStaleError("dvc.yaml's artifacts section does not match the cards in registry/",

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from stages.errors import ManifestError, VersionMismatchError
+from stages.errors import ManifestError, ModelNotFound, VersionMismatchError
 from stages.files import dumps_stable, sha256_file, write_json_atomic
 
 SCHEMA = 1
@@ -103,8 +103,9 @@ def read(path: Path) -> dict[str, Any]:
     """The manifest of a staged folder (`registry/<format>/<name>`) or at its own path, checked.
 
     The one reader of manifests for the commands people run on a pulled model (`zoo run`, `zoo
-    verify`): a missing, hand-edited, half-merged or non-UTF-8 file is a ManifestError naming it and
-    how to get it back, not a JSONDecodeError.
+    verify`): a hand-edited, half-merged or non-UTF-8 file is a ManifestError naming it and how to
+    get it back, not a JSONDecodeError; no file at all is a ModelNotFound (the path given is not a
+    staged model: a usage error, exit 2).
     """
     import json
 
@@ -115,7 +116,7 @@ def read(path: Path) -> dict[str, Any]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ManifestError(f"{path}: no manifest", fix="give a staged model folder, registry/<format>/<name> "
+        raise ModelNotFound(f"{path}: no manifest", fix="give a staged model folder, registry/<format>/<name> "
                             "(its manifest, registry/<format>/<name>.manifest.json, is in git)") from None
     except OSError as exc:
         raise ManifestError(f"{path}: cannot be read ({exc.strerror or exc})",

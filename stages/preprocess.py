@@ -1,6 +1,8 @@
 """Preprocessing: how an image or a text becomes a staged model's input, recorded in the manifest.
 
-It is taken from the source's own metadata, never guessed:
+This module is the record (its schema, a card's declaration, the staging check) and how to apply
+it (`zoo run`). It is taken from the source's own metadata, never guessed; each source kind
+extracts it next to its builder (stages/sources/<kind>.py, `preprocessing`):
 - torchvision: the weights' `transforms()` (ImageClassification: resize, crop, interpolation, mean/std);
 - timm: the model's `pretrained_cfg` (input_size, crop_pct, crop_mode, interpolation, mean/std);
 - Keras applications: what the application's own `preprocess_input` does, measured on a probe
@@ -19,26 +21,15 @@ length. `type: tensor` says the model takes raw tensors, with a note on what the
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
-from stages.errors import CardError, StagingError, ZooError
+from stages.errors import CardError, RunError, StagingError
 
 TYPES = ("image", "text", "tensor")
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = {"RGB": 3, "BGR": 3, "L": 1}
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
-                   "merges.txt", "spiece.model", "sentencepiece.bpe.model", "added_tokens.json")
-UNBOUNDED = 10**6  # transformers writes int(1e30) as model_max_length when a tokenizer sets none
-
-
-class RunError(ZooError):
-    """`zoo run` cannot prepare or run an input."""
-
-    exit_code = 2
 
 
 def image(*, layout: str, size: list[int], resize: int | None, interpolation: str, color: str, scale: float,
@@ -110,164 +101,6 @@ def parse_card(fields) -> dict[str, Any] | None:
     fields.done()
     return image(layout=layout, size=size, resize=resize, interpolation=interpolation, color=color, scale=scale,
                  mean=vectors["mean"], std=vectors["std"], source=source)
-
-
-# ----------------------------------------------------------------------------- from the sources' metadata
-
-def from_torchvision(weights) -> dict[str, Any] | None:
-    """torchvision weights' eval transforms (ImageClassification): the numbers its own code applies."""
-    transform = weights.transforms()
-    needed = ("crop_size", "resize_size", "mean", "std", "interpolation")
-    if not all(hasattr(transform, k) for k in needed):
-        return None
-    crop, resize = list(transform.crop_size), list(transform.resize_size)
-    if len(resize) != 1:
-        return None
-    size = crop * 2 if len(crop) == 1 else crop
-    return image(layout="NCHW", size=size, resize=resize[0], interpolation=transform.interpolation.value,
-                 color="RGB", scale=1 / 255, mean=list(transform.mean), std=list(transform.std),
-                 source=f"torchvision {type(transform).__name__} of the weights' transforms()")
-
-
-def from_timm(cfg: dict) -> dict[str, Any] | None:
-    """timm's pretrained_cfg, as timm.data.create_transform(is_training=False) applies it."""
-    size = cfg.get("input_size")
-    if not size or len(size) != 3 or size[1] != size[2] or cfg.get("crop_mode", "center") != "center":
-        return None  # non-square or squash/border crops: left to a card declaration
-    crop_pct = float(cfg.get("crop_pct") or 0.875)  # timm.data.DEFAULT_CROP_PCT
-    interpolation = cfg.get("interpolation") or "bilinear"
-    if interpolation not in INTERPOLATIONS:
-        return None
-    return image(layout="NCHW", size=[size[1], size[2]], resize=math.floor(size[1] / crop_pct),
-                 interpolation=interpolation, color="RGB" if size[0] == 3 else "L", scale=1 / 255,
-                 mean=list(cfg.get("mean") or (0.485, 0.456, 0.406)), std=list(cfg.get("std") or (0.229, 0.224, 0.225)),
-                 source=f"timm pretrained_cfg (crop_pct {crop_pct}, crop_mode center)")
-
-
-def from_keras(application: str, input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """What keras.applications' own preprocess_input does for this application, measured on a probe.
-
-    The applications share imagenet_utils.preprocess_input with mode "tf" (to [-1, 1]), "torch"
-    (to [0, 1], then ImageNet mean/std) or "caffe" (RGB to BGR, minus the ImageNet mean); some
-    (EfficientNet, ConvNeXt, ...) rescale inside the model and pass the input through.
-    """
-    import importlib
-    import inspect
-
-    import keras
-    import numpy as np
-
-    from stages.sources.tensorflow import application_class
-
-    module_name = application_class(application).__module__.rsplit(".", 1)[-1]
-    module = importlib.import_module(f"keras.applications.{module_name}")
-    probe = np.random.default_rng(0).uniform(0, 255, (1, 4, 4, 3)).astype(np.float32)
-    got = np.asarray(module.preprocess_input(probe.copy()), dtype=np.float64)
-    candidates = {
-        "tf": ("RGB", 1 / 127.5, [1.0] * 3, [1.0] * 3),
-        "torch": ("RGB", 1 / 255, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-        "caffe": ("BGR", 1.0, [103.939, 116.779, 123.68], [1.0] * 3),
-        "none (the model rescales inside)": ("RGB", 1.0, [0.0] * 3, [1.0] * 3),
-    }
-    for mode, (color, scale, mean, std) in candidates.items():
-        x = probe[..., ::-1] if color == "BGR" else probe
-        if np.allclose((x * scale - np.asarray(mean)) / np.asarray(std), got, atol=1e-4):
-            h, w = (input_shape or (224, 224, 3))[:2]
-            interp = inspect.signature(keras.utils.load_img).parameters["interpolation"].default
-            return image(layout="NHWC", size=[h, w], resize=None, interpolation=interp, color=color, scale=scale,
-                         mean=mean, std=std, source=f"keras.applications.{module_name}.preprocess_input "
-                         f"(mode {mode}); resize as keras.utils.load_img(target_size=...)")
-    raise StagingError(f"keras.applications.{module_name}.preprocess_input matches none of the known modes",
-                       fix="declare `preprocessing:` in the card")
-
-
-def _pil_name(resample) -> str | None:
-    names = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
-    return names.get(resample) if isinstance(resample, int) else None
-
-
-def from_hf_image(config: dict, num_channels: int = 3) -> dict[str, Any] | None:
-    """A Hugging Face image processor's settings (resize, crop, rescale, normalize), as its class
-    resolved them: `size` and `crop_size` are dicts ({height, width} or {shortest_edge})."""
-    size = config.get("size") or {}
-    crop = config.get("crop_size") if config.get("do_center_crop") else None
-    interpolation = _pil_name(config.get("resample", 2))
-    if interpolation is None or config.get("do_resize") is False:
-        return None
-    if "height" in size and "width" in size and not crop:
-        target, resize = [size["height"], size["width"]], None
-    elif "shortest_edge" in size and crop:
-        target, resize = [crop["height"], crop["width"]], size["shortest_edge"]
-    else:
-        return None
-    normalize = config.get("do_normalize", True)
-    return image(layout="NCHW", size=target, resize=resize, interpolation=interpolation,
-                 color="RGB" if num_channels == 3 else "L",
-                 scale=float(config.get("rescale_factor", 1 / 255)) if config.get("do_rescale", True) else 1.0,
-                 mean=list(config.get("image_mean") or [0.5]) if normalize else [0.0],
-                 std=list(config.get("image_std") or [0.5]) if normalize else [1.0],
-                 source=f"Hugging Face preprocessor_config.json ({config.get('image_processor_type', '?')})")
-
-
-def fast_tokenizer(folder: Path, workdir: Path) -> Path | None:
-    """A repo with only a slow tokenizer (vocab.txt, ...): transformers' own slow-to-fast conversion
-    writes the tokenizer.json that `zoo run` reads; None when transformers has no fast version."""
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True, local_files_only=True)
-    except (OSError, ValueError):
-        return None
-    if not getattr(tokenizer, "is_fast", False):
-        return None
-    path = workdir / "tokenizer.json"
-    path.write_text(tokenizer.backend_tokenizer.to_str(pretty=True), encoding="utf-8")
-    return path
-
-
-def from_hf_text(folder: Path, config: dict, converted: Path | None = None) -> dict[str, Any] | None:
-    """Tokenizer files of a Hugging Face repo (staged beside the model) and the maximum length;
-    `converted` is a tokenizer.json made by fast_tokenizer for a repo without one."""
-    files = [name for name in TOKENIZER_FILES if (folder / name).is_file()]
-    if converted is not None and "tokenizer.json" not in files:
-        files.append("tokenizer.json")
-    if "tokenizer.json" not in files:
-        return None
-    tok_config = json.loads((folder / "tokenizer_config.json").read_text()) if "tokenizer_config.json" in files else {}
-    max_length = tok_config.get("model_max_length")
-    where = "tokenizer_config.json model_max_length"
-    if not isinstance(max_length, (int, float)) or max_length >= UNBOUNDED:
-        max_length, where = config.get("max_position_embeddings"), "config.json max_position_embeddings"
-    if not max_length:
-        return None
-    origin = ("tokenizer.json converted by transformers from the repo's slow tokenizer" if converted is not None
-              else "the repo's tokenizer files")
-    return text(tokenizer="tokenizer.json", files=files, max_length=int(max_length),
-                source=f"{origin}; max length from {where}")
-
-
-def from_hf(folder: Path, config: dict, task: str, workdir: Path) -> tuple[dict[str, Any] | None, dict[str, Path]]:
-    """The preprocessing record of a Hugging Face repo, and files to stage beside the model for it."""
-    if task == "image-classification":
-        if not (folder / "preprocessor_config.json").is_file():
-            return None, {}
-        # transformers' own processor class resolves the file (an int `size` means a square for ViT,
-        # the shortest edge for CLIP, ...); the slow class, which resizes with PIL as `zoo run` does
-        from transformers import AutoImageProcessor
-
-        processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True, use_fast=False)
-        keys = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
-                "do_normalize", "image_mean", "image_std")
-        resolved = {k: getattr(processor, k) for k in keys if getattr(processor, k, None) is not None}
-        resolved["resample"] = int(resolved.get("resample", 2))
-        resolved["image_processor_type"] = type(processor).__name__
-        return from_hf_image(resolved, int(config.get("num_channels", 3))), {}
-    if (folder / "tokenizer.json").is_file():
-        return from_hf_text(folder, config), {}
-    converted = fast_tokenizer(folder, workdir)
-    if converted is None:
-        return None, {}
-    return from_hf_text(folder, config, converted), {"tokenizer.json": converted}
 
 
 # ----------------------------------------------------------------------------- checks at staging

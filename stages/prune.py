@@ -8,12 +8,11 @@ it: their tags still reference its data, and `zoo gc` keeps every tag's data.
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 
 from stages.card import FORMATS, raw_dir
-from stages.errors import CardError
+from stages.errors import ModelNotFound
 from stages.files import remove, write_text_atomic
 
 
@@ -29,22 +28,19 @@ def _drop_gitignore_line(gitignore: Path, entry: str) -> None:
 
 
 def _drop_lock_entries(root: Path, name: str) -> list[str]:
-    from ruamel.yaml import YAML
+    from stages.yamlio import RoundTrip
 
     lock = root / "dvc.lock"
     if not lock.exists():
         return []
-    yaml = YAML()
-    yaml.width = 4096
+    yaml = RoundTrip()
     data = yaml.load(lock.read_text(encoding="utf-8"))
     stages = data.get("stages") or {}
     dropped = [key for key in list(stages) if re.fullmatch(rf"[a-z0-9-]+@{re.escape(name)}", key)]
     for key in dropped:
         del stages[key]
     if dropped:
-        out = io.StringIO()
-        yaml.dump(data, out)
-        write_text_atomic(lock, out.getvalue())
+        write_text_atomic(lock, yaml.dumps(data))
     return dropped
 
 
@@ -67,7 +63,7 @@ def remove_model(root: Path, name: str) -> list[str]:
     _drop_gitignore_line(raw.parent / ".gitignore", f"/{name}")
     removed += [f"dvc.lock: {key}" for key in _drop_lock_entries(root, name)]
     if not removed:
-        raise CardError(f"registry/*/{name}.yaml", None, f"no model named {name!r}", "check `ls registry/*/`")
+        raise ModelNotFound(f"registry/*/{name}.yaml: no model named {name!r}", fix="check `ls registry/*/`")
     index.write(root)
     return removed
 

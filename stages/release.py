@@ -15,13 +15,9 @@ from pathlib import Path
 
 from stages import diff as zdiff
 from stages import gitio
-from stages.errors import ZooError
+from stages.errors import ReleaseRefused, ZooError
 
 SEMVER_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?$")
-
-
-class ReleaseRefused(ZooError):
-    exit_code = 2
 
 
 def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ from typing import Any
 
 from stages import labels as labels_mod
 from stages import preprocess
-from stages.preprocess import RunError
+from stages.errors import RunError
 
 
 def _manifest(folder: Path) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`zoo upstream`: does every card's pinned upstream still serve the same bytes?
 
-For each pinned file, cheapest first: a HEAD request (redirects followed by hand, each hop through
-`ZOO_MIRROR`, as fetching does) says whether it is gone (401/403/404/410) or has moved (any
+For each pinned file, cheapest first: a HEAD request (fetching's retrying session and redirect
+follower, each hop through `ZOO_MIRROR`) says whether it is gone (401/403/404/410) or has moved (any
 redirect); the size it announces, against the size recorded when the file was fetched (the
 manifest's or the raw folder's record), can prove it changed; an ETag that is a digest of the kind
 the pin uses (sha256, git blob sha1, md5) settles it either way. Only when none of that settles it
@@ -17,7 +17,6 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from stages import constants
 from stages.card import Card
 from stages.errors import FetchError
 
@@ -40,25 +39,6 @@ def _url(remote) -> str:
     return f"https://huggingface.co/{remote.hf_repo}/resolve/{remote.hf_revision}/{remote.hf_path}"
 
 
-def _head(session, url: str):
-    """HEAD with redirects followed by hand through the mirror: (status, headers, upstream hops)."""
-    from urllib.parse import urljoin
-
-    from stages.fetch import MAX_REDIRECTS, mirror_url
-
-    current, upstream, hops = mirror_url(url), url, []
-    for _ in range(MAX_REDIRECTS + 1):
-        resp = session.head(current, allow_redirects=False, timeout=constants.http_timeout(),
-                            headers={"Accept-Encoding": "identity"})
-        if resp.status_code in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-            upstream = urljoin(upstream, resp.headers["Location"])
-            hops.append(upstream)
-            current = mirror_url(urljoin(current, resp.headers["Location"]))
-            continue
-        return resp.status_code, resp.headers, hops
-    raise FetchError(url, f"more than {MAX_REDIRECTS} redirects", fix="check the URL; the upstream may loop")
-
-
 def _etag_digest(headers: dict) -> str | None:
     """The hub's content digest when the ETag is one (Hugging Face's X-Linked-Etag first)."""
     for key in ("X-Linked-Etag", "ETag"):  # requests' headers: case-insensitive
@@ -74,16 +54,19 @@ def _etag_digest(headers: dict) -> str | None:
 
 def check_file(session, remote, expected: dict) -> FileStatus:
     """One pinned file's status; `expected` has the recorded sha256 and size (when known)."""
-    from stages.fetch import download
+    from stages.fetch import describe, download, open_url
 
     url = _url(remote)
     sha256 = remote.sha256 or expected.get("sha256")
+    hops: list[str] = []
     try:
-        status, headers, hops = _head(session, url)
+        resp, _ = open_url(session, url, {"Accept-Encoding": "identity"}, hops, method="HEAD")
+        resp.close()
     except FetchError as exc:
         return FileStatus(remote.filename, url, "gone", str(exc).split("; ")[0][:200], "head")
-    except Exception as exc:  # noqa: BLE001 - connection failures of every kind
-        return FileStatus(remote.filename, url, "gone", f"no answer: {type(exc).__name__}", "head")
+    except Exception as exc:  # noqa: BLE001 - connection failures of every kind (after the session's retries)
+        return FileStatus(remote.filename, url, "gone", f"no answer: {describe(exc).split(':')[0]}", "head")
+    status, headers = resp.status_code, resp.headers
     moved = f"redirects to {hops[-1]}" if hops else ""
     if status >= 400:
         return FileStatus(remote.filename, url, "gone", f"HTTP {status}" + (f" after {moved}" if moved else ""), "head")
@@ -122,10 +105,10 @@ def _recorded(root: Path, card: Card) -> dict[str, dict]:
 
 
 def check(root: Path, cards: list[Card]) -> list[dict]:
-    from stages.fetch import _session
+    from stages.fetch import http_session
     from stages.sources import get_kind
 
-    session = _session()
+    session = http_session()
     rows = []
     for card in cards:
         recorded = _recorded(root, card)

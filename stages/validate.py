@@ -1,16 +1,20 @@
-"""Comparing a staged model's outputs with a reference, optimum-style.
+"""Comparing a staged model's outputs with a reference, optimum-style: one validation for every converter.
 
 Every output of every case is compared; failures are collected and raised once, with the numbers
 (which output, which case, max abs and rel error, tolerance, how many values are off). Passing
 `onnx.checker` is never enough: exporters have shipped models that pass it and are wrong.
+
+A converter that builds a source model (a stages.sources.SourceModel) calls `against_source` with
+one runner per staged file; the inputs come from `generator` (stages.inputs, the one input
+generator) and the tolerances from `tolerances` (the card's `validation:`, else params.yaml).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-from stages.errors import ParityError
+from stages.errors import ParityError, StagingError, ZooError
 
 
 def _sig(x: float) -> float:
@@ -18,8 +22,14 @@ def _sig(x: float) -> float:
     return float(f"{x:.3g}")
 
 
-def tolerances(card, settings: dict) -> tuple[float, float]:
-    """(atol, rtol): the card's `validation:` where it gives them, else the converter's params section."""
+RECORDED_DEFAULTS = {"atol": 1e-4, "rtol": 1e-3}  # a manifest whose record lacks them (written before they were)
+
+
+def tolerances(card, settings: dict, *, recorded: dict | None = None) -> tuple[float, float]:
+    """(atol, rtol), resolved here only: at staging, the card's `validation:` where it gives them, else
+    the converter's params section; at `zoo verify`, what the manifest's validation record says."""
+    if recorded is not None:
+        return tuple(float(recorded.get(k) or RECORDED_DEFAULTS[k]) for k in ("atol", "rtol"))
     atol = card.validation.atol if card.validation.atol is not None else float(settings["atol"])
     rtol = card.validation.rtol if card.validation.rtol is not None else float(settings["rtol"])
     return atol, rtol
@@ -92,3 +102,56 @@ def check_finite(outputs: dict[str, Any], case: str) -> list[dict]:
         if value.dtype.kind in "fc" and not np.isfinite(value).all():
             bad.append({"output": name, "case": case, "problem": f"{int((~np.isfinite(value)).sum())} non-finite values"})
     return bad
+
+
+# ----------------------------------------------------------------------------- against a source model
+
+def generator(card, source, settings: dict):
+    """The one input generator (stages.inputs) for a source model: the card's `inputs:` win over
+    what the source implies (a tfhub card's `input_shape`)."""
+    from stages.inputs import Inputs
+
+    return Inputs(source.inputs, card.inputs or source.declared, settings, card, text=source.text, vocab=source.vocab)
+
+
+def run_source(card, source, feeds: dict[str, Any], label: str) -> dict[str, Any]:
+    """The source model's outputs by name; a failure is one line naming what was fed."""
+    from stages.inputs import describe
+
+    try:
+        return source.reference(feeds)
+    except ZooError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the model's own code raises anything
+        raise StagingError(f"{card.path}: the source model fails on {label} ({describe(feeds)}): {type(exc).__name__}: "
+                           f"{(str(exc).strip().splitlines() or [''])[0][:300]}",
+                           fix="declare the inputs it accepts in the card (`inputs:`, see README)") from None
+
+
+Runner = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def against_source(card, source, gen, settings: dict, runners: dict[str, Runner], reference: str, *,
+                   record_files: bool = True) -> dict[str, Any]:
+    """Compare each staged file's runner with the source model on every case; fail once with every number.
+
+    The manifest's `validation` record; `record_files` adds the names of the files compared.
+    """
+    comparison = Comparison(*tolerances(card, settings), defaulted_dims=gen.defaulted_dims)
+    for case in gen.cases():
+        label, feeds = case.label, gen.feeds(case)
+        comparison.fed(label, feeds)
+        expected = run_source(card, source, feeds, label)
+        for filename, run in runners.items():
+            actual = run(feeds)
+            where = f"{filename} {label}"
+            if set(expected) != set(actual):
+                comparison.failures.append({"output": "*", "case": where,
+                                            "problem": f"outputs differ: staged {sorted(actual)}, source {sorted(expected)}"})
+                continue
+            for name in sorted(expected):
+                comparison.compare(where, name, actual[name], expected[name])
+            comparison.cases += 1
+    comparison.raise_if_failed(card.name)
+    record = comparison.record(reference)
+    return record | {"files": sorted(runners)} if record_files else record

@@ -26,7 +26,7 @@ def _onnx_runner(folder: Path, manifest: dict) -> Runner:
 
 
 def _frozen_runner(folder: Path, manifest: dict) -> Runner:
-    from stages.convert.tf_stage import frozen_runner
+    from stages.convert.tensorflow import frozen_runner
     from stages.frameworks import import_tf
 
     import_tf()
@@ -56,7 +56,7 @@ KERAS_FILES = ("model.keras", "model.h5")
 def verify(folder: Path) -> dict[str, Any]:
     """Run every staged model file in `folder` on its golden data; raise VerifyError with the numbers."""
     from stages import manifest as manifests
-    from stages.validate import Comparison
+    from stages.validate import Comparison, tolerances
 
     folder = Path(folder)
     manifest = manifests.read(folder)
@@ -71,8 +71,7 @@ def verify(folder: Path) -> dict[str, Any]:
     if not runners:
         raise VerifyError(f"{folder}: no model file (model.onnx, model.pb, model.keras, model.h5)",
                           fix=f"run `dvc pull {folder.as_posix()}`")
-    validation = manifest.get("validation") or {}
-    atol, rtol = float(validation.get("atol") or 1e-4), float(validation.get("rtol") or 1e-3)
+    atol, rtol = tolerances(None, {}, recorded=manifest.get("validation") or {})
     inputs = [i["name"] for i in manifest["model"]["inputs"]]
     outputs = [o["name"] for o in manifest["model"]["outputs"]]
     per_file, failures = {}, []

@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from stages import sandbox
-from stages.mirror import fixtures
-from stages.mirror.server import MirrorServer
+from tests.support import sandbox
+from tests.support.mirror import fixtures
+from tests.support.mirror.server import MirrorServer
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 WORK = Path(".bench").resolve()
@@ -120,7 +120,7 @@ TORCH_DEMO = ("tv-squeezenet", "timm-test-effnet", "tiny-bert")
 
 def torch_stage_timings(env, mirror_root: Path) -> dict:
     """Export + validation time per demo PyTorch model, and the share of the stage spent elsewhere."""
-    from stages.mirror.torch_fixtures import build_torch_mirror
+    from tests.support.mirror.torch_fixtures import build_torch_mirror
 
     cards = build_torch_mirror(mirror_root)
     repo = sandbox.new_registry(WORK / "torch", {f"onnx/{n}": cards[n].card for n in TORCH_DEMO}, env)
@@ -143,7 +143,7 @@ def torch_stage_timings(env, mirror_root: Path) -> dict:
 def zoo_run_timings(repo: Path, env) -> dict:
     """`zoo run` on the staged classifier (a generated picture) and encoder (a text): median wall of 3,
     and which heavy frameworks the command imported (none expected: Pillow, tokenizers, onnxruntime)."""
-    from stages.demo import picture
+    from tests.support.demo import picture
 
     image = picture(WORK / "picture.png", (320, 240))
     timings = WORK / "run-timings.jsonl"
@@ -160,7 +160,7 @@ TF_DEMO = {"tfhub-tiny-classifier": "tensorflow", "keras-mobilenet-v2": "keras"}
 
 def tf_stage_timings(env, mirror_root: Path) -> dict:
     """Freeze (+ Keras files) and validation time per demo TensorFlow model, then its tf2onnx target."""
-    from stages.mirror.tf_fixtures import build_tf_mirror
+    from tests.support.mirror.tf_fixtures import build_tf_mirror
 
     cards = build_tf_mirror(mirror_root)
     repo = sandbox.new_registry(WORK / "tf", {f"{fmt}/{n}": cards[n].card for n, fmt in TF_DEMO.items()}, env)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from stages import sandbox
 from stages.frameworks import preload_torch
-from stages.mirror.fixtures import build_mirror
-from stages.mirror.server import MirrorServer
+from tests.support import sandbox
+from tests.support.mirror.fixtures import build_mirror
+from tests.support.mirror.server import MirrorServer
 
 PROJECT = Path(__file__).resolve().parent.parent
 

@@ -149,7 +149,7 @@ def test_zoo_check_reports_bad_card_in_one_line(tmp_path):
     write(tmp_path, GOOD.replace(SHA, "xyz"))
     proc = subprocess.run([sys.executable, "-m", "stages", "--root", str(tmp_path), "check"],
                           capture_output=True, text=True)
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("zoo: error: ") and "source.sha256" in lines[0]
 
@@ -162,9 +162,9 @@ def test_bad_card_stages_nothing(tmp_path, command):
     assert not (tmp_path / "registry/_raw").exists()
     proc = subprocess.run([sys.executable, "-m", "stages", "--root", str(tmp_path), command,
                            str(path.relative_to(tmp_path))], capture_output=True, text=True)
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert proc.stderr.strip().splitlines() == [
-        "zoo: error: registry/onnx/resnet50.yaml: surprise: unknown key; remove it or fix its spelling "
+        "zoo: error: registry/onnx/resnet50.yaml: line 13: surprise: unknown key; remove it or fix its spelling "
         "(known here: description, format, inputs, labels, license, name, preprocessing, source, tags, targets, trust_code, "
         "validation)"]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages import sandbox
-from stages.demo import ONNX_DEMO, TF_DEMO, TORCH_DEMO, demo_cards, digit_image, picture
+from tests.support import sandbox
+from tests.support.demo import ONNX_DEMO, TF_DEMO, TORCH_DEMO, demo_cards, digit_image, picture
 
 pytestmark = pytest.mark.e2e
 TARGETS = ("tfhub-tiny-classifier", "keras-mobilenet-v2")  # their cards also stage ONNX (`<name>-onnx`)

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import deps, index, sandbox
-from stages.convert import CONVERTERS
+from stages import deps, index
+from stages.convert import CONVERTERS, TARGET_CONVERTERS
 from stages.errors import IndexStaleError
 from stages.sources import kinds
+from tests.support import sandbox
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -84,10 +85,13 @@ def test_project_dvc_yaml_lists_the_computed_closure():
         for must in ("stages/__init__.py", "stages/pipeline.py", "stages/preprocess.py", "stages/labels.py", module):
             assert must in listed, (converter.stage, must)
         assert "stages/cli.py" not in listed and "stages/__main__.py" not in listed
-        for kind in kinds().values():  # every stage parses its card, which loads every source kind
-            assert kind.__module__.replace(".", "/") + ".py" in listed, (converter.stage, kind.__module__)
+        for kind in kinds().values():  # a kind's module (its parser and builder) is a dep of its converters only
+            staged_by = {*kind.converters(), *(TARGET_CONVERTERS.get((f, t)) for f in kind.formats for t in kind.extra_targets)}
+            assert (kind.__module__.replace(".", "/") + ".py" in listed) == (converter.name in staged_by), \
+                (converter.stage, kind.__module__)
     others = {c.module.replace(".", "/") + ".py" for c in CONVERTERS.values()} - {"stages/convert/onnx_zoo.py"}
     assert not others & set(code["onnx_zoo"])  # an ONNX-zoo stage never reruns for a torch or TF change
+    assert "stages/sources/torchvision.py" not in code["tensorflow"]  # nor a TF stage for a torch builder
     assert "deps" not in stages["fetch"]["do"]  # by design: pins only, through its command
 
 
@@ -114,7 +118,7 @@ def test_zoo_check_fails_on_hand_edited_deps_until_zoo_index(tmp_path, demo_fixt
     assert hand != text
     (root / "dvc.yaml").write_text(hand)
     proc = zoo(root, "check")
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("zoo: error: dvc.yaml's `stage-onnx-zoo` deps do not match the code it runs "
                            "(missing stages/preprocess.py)")
@@ -130,7 +134,7 @@ def test_new_module_joins_the_deps_of_the_stages_importing_it(tmp_path, demo_fix
     (root / "stages/helper_for_onnx.py").write_text("X = 1\n")
     zoo_py = root / "stages/convert/onnx_zoo.py"
     zoo_py.write_text(zoo_py.read_text() + "\n\ndef _later():\n    from stages import helper_for_onnx\n")
-    assert zoo(root, "check").returncode == 2
+    assert zoo(root, "check").returncode == 3
     assert index.write(root) is True
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     for converter in CONVERTERS.values():
@@ -142,7 +146,7 @@ def test_new_module_joins_the_deps_of_the_stages_importing_it(tmp_path, demo_fix
 
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory, mirror_server, mirror_root, demo_fixtures):
-    from stages.mirror import tf_fixtures, torch_fixtures
+    from tests.support.mirror import tf_fixtures, torch_fixtures
 
     tv = torch_fixtures.build_torch_mirror(mirror_root)["tv-squeezenet"].card
     tf = tf_fixtures.build_tf_mirror(mirror_root)["tfhub-tiny-classifier"].card
@@ -192,7 +196,7 @@ def test_editing_one_converter_makes_only_its_stages_stale(reg):
 
 
 def test_shared_modules_make_their_importers_stale_and_others_nothing(reg):
-    for rel in ("stages/pipeline.py", "stages/labels.py", "stages/golden.py", "stages/convert/torch_export.py"):
+    for rel in ("stages/pipeline.py", "stages/labels.py", "stages/golden.py", "stages/convert/torch.py"):
         if (reg["repo"] / rel).exists():  # modules move: what matters is DVC agreeing with the closure
             assert stale_after_touching(reg, rel) == importing(reg, rel), rel
     unused = [p for p in ("stages/cli.py", "stages/diff.py", "stages/release.py") if not importing(reg, p)]

@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from stages import sandbox
-from stages.mirror import fixtures, tf_fixtures
+from tests.support import sandbox
+from tests.support.mirror import fixtures, tf_fixtures
 from tests.test_inputs import recognizer
 
 pytestmark = pytest.mark.e2e

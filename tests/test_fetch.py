@@ -12,8 +12,8 @@ import pytest
 
 from stages.errors import FetchError, HashMismatchError, HTTPStatusError, NotAModelError, TruncatedError
 from stages.fetch import download, download_hf, mirror_url
-from stages.mirror.fixtures import GITHUB_RAW, RAW_LFS, publish
-from stages.mirror.server import add_hf_repo
+from tests.support.mirror.fixtures import GITHUB_RAW, RAW_LFS, publish
+from tests.support.mirror.server import add_hf_repo
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, several chunks
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -230,3 +230,11 @@ def test_hugging_face_download_pinned_and_verified(mirror, mirror_root, tmp_path
         download_hf("onnxmodelzoo/fetch-test", commit, "nope.onnx", tmp_path / "y" / "m.onnx", SHA)
     with pytest.raises(HTTPStatusError, match="repo 'onnxmodelzoo/missing' not found"):
         download_hf("onnxmodelzoo/missing", commit, "model.onnx", tmp_path / "y" / "m.onnx", SHA)
+
+
+def test_a_redirect_loop_is_cut_after_the_max_hops(url, mirror, tmp_path):
+    path = "/" + url[len("https://"):]
+    mirror.redirect(path, url)  # redirects to itself, forever
+    with pytest.raises(FetchError, match="more than 10 redirects"):
+        download(url, tmp_path / "m.bin", SHA)
+    assert [p for _, p, _ in mirror.requests_log].count(path) == 11 and files_in(tmp_path) == []

@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from stages import sandbox
+from tests.support import sandbox
 
 pytestmark = pytest.mark.e2e
 GOOD = ("mnist", "squeezenet")
@@ -80,7 +80,7 @@ def test_zoo_check_fails_on_a_tracked_output(reg):
                          ("registry/onnx/squeezenet/model.onnx", "registry/onnx/squeezenet")):
         run(reg, "git", "add", "-f", path)
         proc = run(reg, "zoo", "check", check=False)
-        assert proc.returncode == 2
+        assert proc.returncode == 3
         (line,) = proc.stderr.strip().splitlines()
         assert line.startswith(f"zoo: error: {output} is a DVC output but git tracks it")
         assert f"`git rm -r --cached {output}`" in line

@@ -21,8 +21,8 @@ from onnx import TensorProto, helper, numpy_helper
 from stages.card import parse_card
 from stages.errors import CardError, StagingError
 from stages.inputs import Declared, Inputs, TensorSpec
-from stages.mirror import fixtures
 from stages.pipeline import fetch_card, stage_card
+from tests.support.mirror import fixtures
 from tests.conftest import leftovers, make_root
 
 SETTINGS = {"seed": 0, "batch_sizes": [1, 2], "dim_default": 1, "int_range": [0, 100], "sequence_lengths": [8, 16]}
@@ -246,7 +246,7 @@ def test_a_scalar_input_needs_its_value(mirror, mirror_root, tmp_path):
 def test_an_input_the_model_does_not_have_is_named_at_stage_time(mirror, mirror_root, tmp_path):
     root = stage_one(mirror_root, tmp_path, "ocr-rec", recognizer(), "inputs:\n  image: {shape: [1, 3, 48, 320]}\n")
     out = zoo(root, "stage", "registry/onnx/ocr-rec.yaml")
-    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.returncode == 3 and "Traceback" not in out.stderr
     assert out.stderr.strip() == ("zoo: error: registry/onnx/ocr-rec.yaml: inputs.image: the model has no input "
                                   "'image' (its inputs: x); fix the name under `inputs:`")
 

@@ -3,14 +3,20 @@
 A function-level import hides a cycle from Python (it only bites when that function runs first)
 but not from a reader, and not from the stages' computed code dependencies (stages.deps): two
 modules that import each other drag each other's converters into every stage that uses either.
-Two such cycles were broken (tf_models <-> preprocess <-> sources.tensorflow through framework
-start-up code, now in the leaf stages.frameworks; golden <-> tf_stage through `zoo verify`, now
-stages.verify); this keeps them broken.
+Two such cycles were broken (the old tf_models <-> preprocess <-> sources.tensorflow through
+framework start-up code, now in the leaf stages.frameworks; golden <-> tf_stage through `zoo
+verify`, now stages.verify); this keeps them broken. The layers themselves (cli -> commands ->
+convert -> card -> sources -> core) are import-linter's contract in pyproject.toml, run here on
+the package and on a copy with one upward import, which it must refuse.
 """
 
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "stages"
@@ -82,3 +88,47 @@ def test_no_import_cycle_in_stages():
 
 def test_framework_start_up_is_a_leaf():
     assert import_graph(PACKAGE)["stages.frameworks"] == set()
+
+
+def test_nothing_in_stages_imports_tests():
+    """The installed package stands alone: test and demo support lives in tests/support, not installed."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            found += [f"{path.relative_to(PACKAGE.parent)}: {n}" for n in names if n.split(".")[0] == "tests"]
+    assert found == []
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """import-linter's `lint-imports` on the `stages` package under `root`, with the project's contracts."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([str(Path(sys.executable).with_name("lint-imports")), "--config",
+                           str(PACKAGE.parent / "pyproject.toml"), "--no-cache"], cwd=root, env=env,
+                          capture_output=True, text=True)
+
+
+def test_the_layer_contract_holds():
+    result = lint_imports(PACKAGE.parent)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "0 broken" in result.stdout
+
+
+def test_the_layer_contract_refuses_an_upward_import_inside_a_function(tmp_path):
+    copy = tmp_path / "stages"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(copy / "errors.py", "a", encoding="utf-8") as f:
+        f.write("\n\ndef _upward():\n    from stages import cli  # noqa: F401\n")
+    result = lint_imports(tmp_path)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "stages.errors -> stages.cli" in result.stdout
+
+
+def test_source_kind_modules_do_not_import_each_other():
+    """A kind is one module: it may use the shared helpers (base, hub, pinning, _torch, _tf), never another kind."""
+    from stages.sources import kinds
+
+    modules = {cls.__module__ for cls in kinds().values()}
+    graph = import_graph(PACKAGE)
+    assert {m: sorted(graph[m] & modules) for m in modules if graph[m] & modules} == {}

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from stages.mirror import MirrorServer, add_hf_repo, hf_commit_id
-from stages.mirror.server import RATE_LIMIT_HTML
+from tests.support.mirror import MirrorServer, add_hf_repo, hf_commit_id
+from tests.support.mirror.server import RATE_LIMIT_HTML
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BLOB = bytes(range(256)) * 40  # 10240 binary bytes
@@ -389,7 +389,7 @@ def test_second_commit_keeps_first_and_moves_refs(hub, root, tmp_path):
 def test_cli_serves_until_terminated(root, tmp_path):
     port_file = tmp_path / "port"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "stages.mirror", "--root", str(root), "--port-file",
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.mirror", "--root", str(root), "--port-file",
                              str(port_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     try:
         banner = proc.stdout.readline()

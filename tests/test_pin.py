@@ -9,8 +9,8 @@ import pytest
 
 from stages.card import load_card
 from stages.errors import NotAModelError
-from stages.mirror import fixtures
 from stages.pin import pin_card
+from tests.support.mirror import fixtures
 from tests.conftest import make_root
 
 MOVING = """# A card as a person writes it first: branch names, no hashes yet.
@@ -83,7 +83,7 @@ def test_pin_refuses_to_take_a_hash_from_an_lfs_pointer(mirror, mirror_root, tmp
 
 
 def test_pin_timm_revision_and_torchserve_hash(mirror, mirror_root, tmp_path):
-    from stages.mirror import torch_fixtures
+    from tests.support.mirror import torch_fixtures
 
     cards = torch_fixtures.build_torch_mirror(mirror_root)
     root = make_root(tmp_path, {})

@@ -13,8 +13,8 @@ import re
 import numpy as np
 import pytest
 
-from stages import sandbox
 from stages.files import sha256_file
+from tests.support import sandbox
 
 pytestmark = pytest.mark.e2e
 NAMES = ("mnist", "resnet50", "squeezenet")
@@ -161,7 +161,7 @@ def test_restage_after_upstream_vanished_uses_the_remote(reg):
 
 
 def test_failed_stage_leaves_nothing_under_final_names(reg, mirror_server, mirror_root):
-    from stages.mirror import fixtures
+    from tests.support.mirror import fixtures
 
     model = fixtures.mnist8_model(seed=21)
     x = np.random.default_rng(2).random((1, 1, 28, 28), dtype=np.float32)

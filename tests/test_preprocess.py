@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 
 from stages import labels, preprocess
+from stages.sources import huggingface as huggingface_kind
+from stages.sources import timm as timm_kind
+from stages.sources import torchvision as torchvision_kind
 from stages.card import load_card, missing_metadata
 from stages.errors import CardError, StagingError
-from stages.demo import picture
+from tests.support.demo import picture
 from tests.test_card import GOOD, write
 
 PRE = """preprocessing: {type: image, layout: NCHW, size: [224, 224], resize: 256, interpolation: bilinear,
@@ -58,7 +61,8 @@ def test_card_declaration_parses_and_fills_channels(tmp_path):
 def test_bad_declarations_name_the_field(tmp_path, block, field):
     with pytest.raises(CardError) as err:
         load_card(write(tmp_path, GOOD.replace("source:\n", f"preprocessing: {block}\nsource:\n")))
-    assert f"registry/onnx/resnet50.yaml: {field}:" in str(err.value) and "\n" not in str(err.value)
+    line = GOOD.split("source:\n")[0].count("\n") + 1  # the flow mapping's line
+    assert f"registry/onnx/resnet50.yaml: line {line}: {field}:" in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("value,problem", [("imagenet-21k", "unknown label set"), ("[]", "expected a list"),
@@ -76,7 +80,7 @@ def test_zoo_check_names_every_card_lacking_metadata(tmp_path):
     subprocess.run([sys.executable, "-m", "stages", "--root", str(tmp_path), "index"], check=True, capture_output=True)
     proc = subprocess.run([sys.executable, "-m", "stages", "--root", str(tmp_path), "check"],
                           capture_output=True, text=True)
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     (line,) = proc.stderr.strip().splitlines()
     assert "2 card(s) lack what their source does not describe: registry/onnx/other.yaml (preprocessing); " \
            "registry/onnx/resnet50.yaml (preprocessing, labels);" in line and "fine" not in line
@@ -88,7 +92,7 @@ def test_torchvision_record_reproduces_the_weights_transforms(tmp_path):
     for model, weights in (("squeezenet1_1", "IMAGENET1K_V1"), ("efficientnet_b0", "IMAGENET1K_V1"),
                            ("vit_b_16", "IMAGENET1K_V1")):
         w = getattr(get_model_weights(model), weights)
-        pre = preprocess.from_torchvision(w)
+        pre = torchvision_kind.preprocessing(w)
         for size in ((300, 240), (200, 320)):
             path = image_file(tmp_path, size)
             from PIL import Image
@@ -110,7 +114,7 @@ def test_timm_record_reproduces_timms_eval_transform(tmp_path):
                 {"input_size": (3, 224, 224), "interpolation": "bilinear", "crop_pct": 0.9, "mean": (0.5,) * 3,
                  "std": (0.5,) * 3}):
         data_config = resolve_data_config({}, pretrained_cfg=cfg)
-        pre = preprocess.from_timm(data_config)
+        pre = timm_kind.preprocessing(data_config)
         path = image_file(tmp_path, (301, 257))
         with Image.open(path) as img:
             expected = create_transform(**data_config, is_training=False)(img.convert("RGB")).unsqueeze(0).numpy()
@@ -129,9 +133,9 @@ def test_keras_record_reproduces_preprocess_input(tmp_path, application, mode, c
 
     import keras
 
-    from stages.sources.tensorflow import application_class
+    from stages.sources.keras import application_class, preprocessing
 
-    pre = preprocess.from_keras(application, (96, 96, 3))
+    pre = preprocessing(application, (96, 96, 3))
     assert f"(mode {mode}" in pre["source"] and pre["color"] == color and pre["layout"] == "NHWC"
     module = importlib.import_module(application_class(application).__module__.replace("keras.src.", "keras."))
     path = image_file(tmp_path, (150, 120))
@@ -142,14 +146,14 @@ def test_keras_record_reproduces_preprocess_input(tmp_path, application, mode, c
 
 
 def test_text_record_tokenizes_like_transformers(tmp_path):
-    from stages.mirror.torch_fixtures import _tokenizer_files
+    from tests.support.mirror.torch_fixtures import tokenizer_files
     from transformers import AutoTokenizer
 
     folder = tmp_path / "tok"
     folder.mkdir()
-    for name, data in _tokenizer_files(tmp_path).items():
+    for name, data in tokenizer_files(tmp_path).items():
         (folder / name).write_bytes(data)
-    pre = preprocess.from_hf_text(folder, {"max_position_embeddings": 64})
+    pre = huggingface_kind.text_preprocessing(folder, {"max_position_embeddings": 64})
     assert pre["tokenizer"] == "tokenizer.json" and pre["max_length"] == 64 and "vocab.txt" in pre["files"]
     inputs = [("input_ids", "int64", [1, "seq"]), ("attention_mask", "int64", [1, "seq"]),
               ("token_type_ids", "int64", [1, "seq"])]
@@ -222,7 +226,7 @@ def test_hugging_face_record_reproduces_the_image_processor(tmp_path, processor,
     folder = tmp_path / "repo"
     folder.mkdir()
     (folder / "preprocessor_config.json").write_text(json.dumps({**config, "image_processor_type": processor}))
-    pre, extra = preprocess.from_hf(folder, {}, "image-classification", tmp_path)
+    pre, extra = huggingface_kind.preprocessing(folder, {}, "image-classification", tmp_path)
     assert extra == {} and pre["source"] == f"Hugging Face preprocessor_config.json ({processor})"
     path = image_file(tmp_path, (300, 240))
     with Image.open(path) as img:
@@ -235,18 +239,18 @@ def test_hugging_face_record_reproduces_the_image_processor(tmp_path, processor,
 def test_a_repo_without_tokenizer_json_gets_transformers_conversion(tmp_path):
     """distilbert-sst2's repo, e.g., has vocab.txt and tokenizer_config.json only: transformers converts
     its slow tokenizer to tokenizer.json (byte-stable), which tokenizes as the slow one does."""
-    from stages.mirror.torch_fixtures import _tokenizer_files
+    from tests.support.mirror.torch_fixtures import tokenizer_files
     from transformers import BertTokenizer
 
     folder = tmp_path / "repo"
     folder.mkdir()
-    for name, data in _tokenizer_files(tmp_path).items():
+    for name, data in tokenizer_files(tmp_path).items():
         if name != "tokenizer.json":
             (folder / name).write_bytes(data)
     outs = []
     for run in ("a", "b"):
         (tmp_path / run).mkdir()
-        pre, extra = preprocess.from_hf(folder, {"max_position_embeddings": 64}, "text-classification", tmp_path / run)
+        pre, extra = huggingface_kind.preprocessing(folder, {"max_position_embeddings": 64}, "text-classification", tmp_path / run)
         outs.append(extra["tokenizer.json"].read_bytes())
     assert outs[0] == outs[1] and pre["tokenizer"] == "tokenizer.json" and "tokenizer.json" in pre["files"]
     assert pre["source"].startswith("tokenizer.json converted by transformers")
@@ -265,7 +269,7 @@ def test_zoo_run_refuses_per_position_scores(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from stages.preprocess import RunError
+    from stages.errors import RunError
     from stages.run import run
 
     folder = tmp_path / "registry/onnx/tok"
@@ -277,9 +281,9 @@ def test_zoo_run_refuses_per_position_scores(tmp_path):
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "s", 2])],
                               [helper.make_tensor("axes", TensorProto.INT64, [1], [2])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), folder / "model.onnx")
-    from stages.mirror.torch_fixtures import _tokenizer_files
+    from tests.support.mirror.torch_fixtures import tokenizer_files
 
-    for name, data in _tokenizer_files(tmp_path).items():
+    for name, data in tokenizer_files(tmp_path).items():
         (folder / name).write_bytes(data)
     (folder / "labels.txt").write_text("O\nB-X\n")
     (folder.parent / "tok.manifest.json").write_text(json.dumps({
@@ -292,7 +296,7 @@ def test_zoo_run_refuses_per_position_scores(tmp_path):
 def test_zoo_run_refuses_a_model_that_takes_raw_tensors(tmp_path):
     import json
 
-    from stages.preprocess import RunError
+    from stages.errors import RunError
     from stages.run import run
 
     folder = tmp_path / "registry/onnx/raw"

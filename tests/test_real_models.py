@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages import sandbox
+from tests.support import sandbox
 from tests import corpus as corpus_mod
 
 pytestmark = pytest.mark.e2e
@@ -71,7 +71,7 @@ def reg(tmp_path_factory):
     reason = corpus_mod.missing()
     if reason:
         pytest.skip(reason)
-    from stages.mirror import MirrorServer
+    from tests.support.mirror import MirrorServer
 
     started = time.monotonic()
     root = tmp_path_factory.mktemp("corpus-mirror")

@@ -12,9 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from stages import sandbox
 from stages.files import sha256_file
-from stages.mirror import fixtures
+from tests.support import sandbox
+from tests.support.mirror import fixtures
 
 pytestmark = pytest.mark.e2e
 NAMES = ("mnist", "resnet50", "squeezenet")
@@ -48,7 +48,7 @@ def zoo(reg, *args, check=True):
 def refused(reg, version, expected):
     tags = run(reg, "git", "tag").stdout
     proc = zoo(reg, "release", version, check=False)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.returncode == 7, proc.stdout + proc.stderr
     assert proc.stderr.startswith("zoo: error: ") and expected in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert run(reg, "git", "tag").stdout == tags  # no tag written
@@ -158,7 +158,7 @@ def test_diff_between_releases_shows_exactly_the_changes(reg):
 
 def test_gc_requires_confirmation_then_keeps_every_release(reg):
     proc = zoo(reg, "gc", "--cloud", check=False)
-    assert proc.returncode == 2 and "rerun with --yes" in proc.stderr
+    assert proc.returncode == 7 and "rerun with --yes" in proc.stderr
     zoo(reg, "gc", "--cloud", "--yes")
     clone = reg["root"] / "v1-clone"
     run(reg, "git", "clone", "-q", str(reg["repo"]), str(clone), cwd=reg["root"])

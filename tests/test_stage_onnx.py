@@ -12,11 +12,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from tests.conftest import leftovers, make_root
 from stages.errors import IndexStaleError, ParityError, StagingError, UnsafeArchiveError, VersionMismatchError
 from stages.files import sha256_file
-from stages.mirror import fixtures
 from stages.pipeline import fetch_card, stage_card
+from tests.conftest import leftovers, make_root
+from tests.support.mirror import fixtures
 
 MNIST_X = np.random.default_rng(1).random((1, 1, 28, 28), dtype=np.float32)
 

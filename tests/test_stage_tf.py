@@ -15,7 +15,7 @@ from stages.errors import HashMismatchError, ParityError, StagingError, UnsafeAr
 from stages.pipeline import fetch_card, stage_card
 from tests.conftest import leftovers, make_root
 
-from stages.mirror import tf_fixtures  # noqa: E402  (imports TensorFlow only when a builder runs)
+from tests.support.mirror import tf_fixtures  # noqa: E402  (imports TensorFlow only when a builder runs)
 
 
 @pytest.fixture(scope="session")
@@ -141,7 +141,7 @@ def test_a_parity_failure_reports_the_numbers(mirror, tmp_path, tf_cards):
 
 def test_huggingface_tf_from_pytorch_weights(mirror, mirror_root, tmp_path):
     """A repo with only PyTorch safetensors, built as a TF model with `from_pytorch: true`, frozen and validated."""
-    from stages.mirror import torch_fixtures
+    from tests.support.mirror import torch_fixtures
 
     pt = torch_fixtures.build_tiny_bert(mirror_root).card  # model.safetensors, no tf_model.h5
     text = (pt.replace("name: tiny-bert", "name: tiny-bert-from-pt").replace("format: onnx", "format: tensorflow")
@@ -160,7 +160,7 @@ def test_huggingface_tf_from_pytorch_weights(mirror, mirror_root, tmp_path):
 
 def test_a_tf_classifier_stages_its_labels_in_both_formats(mirror, mirror_root, tmp_path):
     """transformers' id2label, in output order, as labels.txt beside model.pb and the ONNX target's model.onnx."""
-    from stages.mirror import torch_fixtures
+    from tests.support.mirror import torch_fixtures
 
     pt = torch_fixtures.build_tiny_bert_cls(mirror_root).card
     text = (pt.replace("name: tiny-bert-cls", "name: tiny-bert-cls-tf").replace("format: onnx", "format: tensorflow")
@@ -209,7 +209,7 @@ def test_two_inputs_out_of_name_order_and_a_layer_norm_freeze_correctly(mirror, 
     import numpy as np
 
     from stages.frameworks import import_tf
-    from stages.convert.tf_stage import frozen_runner
+    from stages.convert.tensorflow import frozen_runner
 
     text = tf_fixtures.build_tfhub_two_inputs(mirror_root).card
     root, name, fmt = fetch_then_stage(tmp_path, text)

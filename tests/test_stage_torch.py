@@ -16,7 +16,7 @@ from stages.files import sha256_file
 from stages.pipeline import fetch_card, stage_card
 from tests.conftest import leftovers, make_root
 
-from stages.mirror import torch_fixtures
+from tests.support.mirror import torch_fixtures
 GOOD = ("tv-squeezenet", "timm-test-effnet", "tiny-bert", "tiny-bert-cls", "mar-scripted", "mar-eager", "hub-tiny")
 
 
@@ -154,7 +154,7 @@ def test_external_data_above_the_threshold(mirror, torch_cards, tmp_path):
 
 def test_torchvision_url_and_hash_prefix_come_from_the_weights_enum(mirror, torch_cards, mirror_root, tmp_path):
     """Without `url:`, the enum's URL is fetched and its file name's sha256 prefix is checked."""
-    from stages.sources.torch_zoos import Torchvision
+    from stages.sources.torchvision import Torchvision
 
     text = torch_cards["tv-squeezenet"].card
     card_text = "\n".join(line for line in text.splitlines()
@@ -165,7 +165,7 @@ def test_torchvision_url_and_hash_prefix_come_from_the_weights_enum(mirror, torc
     assert remote.url == "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth"
     assert remote.sha256 is None and remote.sha256_prefix == "b8a52dc0"
     served = sorted((mirror_root / "download.pytorch.org/models").glob("squeezenet1_1-*.pth"))[0].read_bytes()
-    from stages.mirror.fixtures import publish
+    from tests.support.mirror.fixtures import publish
 
     publish(mirror_root, remote.url, served)  # the mirror serves other bytes under the real name
     with pytest.raises(HashMismatchError, match=r"pinned b8a52dc0\.\.\., got"):

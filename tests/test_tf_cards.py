@@ -183,7 +183,7 @@ def test_a_migrated_tfhub_handle_says_where_to_look(mirror, tmp_path, monkeypatc
 def test_keras_resolves_names_and_hashes_from_keras_itself():
     """(imports keras) the file name, URL and hash are what keras.applications would download."""
     pytest.importorskip("keras")
-    from stages.sources.tensorflow import keras_weights_file
+    from stages.sources.keras import weights_file as keras_weights_file
 
     url, name, digest = keras_weights_file("ResNet50", True, None, {})
     assert name == "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
@@ -200,7 +200,7 @@ def test_zoo_pin_hashes_a_moved_tfhub_archive_and_a_keras_file(mirror, mirror_ro
     """`zoo pin` follows tfhub.dev's redirect to hash the archive; for Keras it asks Keras for the URL."""
     from tests.conftest import make_root
 
-    from stages.mirror import tf_fixtures
+    from tests.support.mirror import tf_fixtures
     from stages.pin import pin_card
 
     fixtures = {name: tf_fixtures.build_tf_mirror(mirror_root)[name] for name in ("tfhub-moved-classifier",

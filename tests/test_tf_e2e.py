@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from stages import sandbox
-from stages.mirror import tf_fixtures
+from tests.support import sandbox
+from tests.support.mirror import tf_fixtures
 
 pytestmark = pytest.mark.e2e
 TF = ("tfhub-tiny-classifier", "tfhub-moved-classifier", "keras-mobilenet-v2", "tiny-bert-tf")
@@ -114,7 +114,7 @@ def test_verify_fails_with_the_numbers_on_tampered_golden_data(reg, tmp_path):
     (name, value), = read_tensors(folder / "test_data_set_0", "output")
     write_set(folder, inputs, [(name, value + 0.01)])
     out = sandbox.run(["zoo", "verify", str(folder)], reg["repo"], reg["env"], check=False)
-    assert out.returncode == 5
+    assert out.returncode == 6
     assert "probabilities[model.pb test_data_set_0]: max abs 0.01" in out.stderr
 
 

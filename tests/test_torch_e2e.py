@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from stages import sandbox
+from tests.support import sandbox
 
 pytestmark = pytest.mark.e2e
-from stages.mirror import torch_fixtures
+from tests.support.mirror import torch_fixtures
 TORCH = ("tv-squeezenet", "timm-test-effnet", "tiny-bert", "tiny-bert-cls", "mar-scripted", "mar-eager", "hub-tiny")
 
 

@@ -1,4 +1,4 @@
-"""The PyTorch-kind mirror fixtures (stages.mirror.torch_fixtures): served by a real MirrorServer on
+"""The PyTorch-kind mirror fixtures (tests.support.mirror.torch_fixtures): served by a real MirrorServer on
 127.0.0.1, read with the real clients (huggingface_hub, transformers, torch.hub, torch.jit), and
 byte-stable from one build to the next, in this process and in another with another hash seed."""
 
@@ -24,8 +24,8 @@ pytest.importorskip("torchvision")
 pytest.importorskip("timm")
 pytest.importorskip("transformers")
 
-from stages.mirror import torch_fixtures as tf  # noqa: E402
-from stages.mirror.server import MirrorServer  # noqa: E402
+from tests.support.mirror import torch_fixtures as tf  # noqa: E402
+from tests.support.mirror.server import MirrorServer  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOOD = ("tv-squeezenet", "timm-test-effnet", "tiny-bert", "tiny-bert-cls", "mar-scripted", "mar-eager", "hub-tiny")
@@ -101,7 +101,7 @@ def mar_path(root: Path, card: str) -> Path:
 # ----------------------------------------------------------------------------- module and cards
 
 def test_importing_the_module_imports_no_framework():
-    code = ("import sys, stages.mirror.torch_fixtures; "
+    code = ("import sys, tests.support.mirror.torch_fixtures; "
             "print([m for m in ('torch', 'torchvision', 'timm', 'transformers', 'safetensors') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -191,7 +191,7 @@ def test_builds_are_byte_identical_in_process_and_across_processes(root, fixture
     first = snapshot(root)
     assert snapshot(tmp_path / "again") == first
     code = ("import sys, warnings; warnings.simplefilter('ignore'); from pathlib import Path; "
-            "from stages.mirror import torch_fixtures as tf; root = Path(sys.argv[1]); tf.build_torch_mirror(root); "
+            "from tests.support.mirror import torch_fixtures as tf; root = Path(sys.argv[1]); tf.build_torch_mirror(root); "
             f"[getattr(tf, n)(root) for n in {BAD!r}]")
     env = {**os.environ, "PYTHONHASHSEED": "4242"}
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "other")], cwd=REPO_ROOT, env=env, check=True,

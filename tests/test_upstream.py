@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from stages.mirror import fixtures
+from tests.support.mirror import fixtures
 from tests.conftest import make_root
 
 
@@ -65,7 +65,7 @@ def test_a_changed_size_is_caught_without_a_digest(mirror, mirror_root, tmp_path
 
 def test_a_hugging_face_repo_is_settled_by_the_hubs_own_digests(mirror, mirror_root, tmp_path, monkeypatch):
     """Hub files answer HEAD with X-Linked-Etag (sha256, LFS files) or ETag (git blob id): no download."""
-    from stages.mirror import torch_fixtures
+    from tests.support.mirror import torch_fixtures
 
     text = torch_fixtures.build_tiny_bert(mirror_root).card
     root = make_root(tmp_path, {"onnx/tiny-bert": text})
@@ -75,3 +75,21 @@ def test_a_hugging_face_repo_is_settled_by_the_hubs_own_digests(mirror, mirror_r
     (row,) = json.loads(out.stdout)
     assert row["status"] == "ok" and len(row["files"]) >= 4
     assert {f["checked_by"] for f in row["files"]} == {"etag"}
+
+
+def test_head_is_retried_by_the_shared_session(mirror, mirror_root, monkeypatch):
+    """A 5xx on HEAD is retried like a download's GET; past the retries the file reads as gone."""
+    from types import SimpleNamespace
+
+    from stages.fetch import http_session
+    from stages.upstream import check_file
+
+    url = "https://example.org/upstream-retry/m.onnx"
+    sha = fixtures.publish(mirror_root, url, b"some model bytes")
+    remote = SimpleNamespace(url=url, filename="m.onnx", sha256=sha, git_sha1=None, md5=None)
+    mirror.fault("/example.org/upstream-retry/m.onnx", fail_first=2, fail_status=503)
+    assert check_file(http_session(), remote, {}).status == "ok"
+    assert [(m, p) for m, p, _ in mirror.requests_log].count(("HEAD", "/example.org/upstream-retry/m.onnx")) == 3
+    monkeypatch.setenv("ZOO_HTTP_RETRIES", "1")
+    mirror.fault("/example.org/upstream-retry/m.onnx", fail_first=100, fail_status=503)
+    assert check_file(http_session(), remote, {}).detail == "HTTP 503"

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from stages import constants, manifest
-from stages.card import load_card, load_yaml
+from stages.card import load_card
 from stages.errors import CardError, ConfigError, ManifestError, ZooError
 from stages.pipeline import load_params
+from stages.yamlio import load_yaml
 from tests.conftest import PROJECT, leftovers, make_root
 
 SHA = "a" * 64
@@ -79,7 +80,7 @@ def test_card_not_utf8_names_the_line_and_byte(root):
     write_card(root, text)
     offset = text.index(b"\xe9")
     proc = zoo(root, "check")
-    one_line(proc, 2, f"{CARD_PATH}: line 3: not UTF-8 (byte 0xe9 at offset {offset})", "save the card as UTF-8")
+    one_line(proc, 3, f"{CARD_PATH}: line 3: not UTF-8 (byte 0xe9 at offset {offset})", "save the card as UTF-8")
     with pytest.raises(CardError, match="line 3: not UTF-8"):
         load_card(Path(CARD_PATH), root)
 
@@ -94,7 +95,7 @@ def test_card_not_utf8_names_the_line_and_byte(root):
 def test_duplicated_key_names_the_key_and_both_lines(root, key, text, lines):
     write_card(root, text)
     proc = zoo(root, "check")
-    one_line(proc, 2, f"{CARD_PATH}: line {lines[1]}: key {key!r} is written twice (lines {lines[0]} and {lines[1]})",
+    one_line(proc, 3, f"{CARD_PATH}: line {lines[1]}: key {key!r} is written twice (lines {lines[0]} and {lines[1]})",
              "keep one of them")
 
 
@@ -102,29 +103,29 @@ def test_duplicate_detection_keeps_yaml_merge_keys_and_the_c_loader(tmp_path):
     """`<<: *base` then an override is YAML's merge, not a duplicate; the fast C loader is still used."""
     import yaml
 
-    from stages import card
+    from stages import yamlio
 
     path = tmp_path / "x.yaml"
     path.write_text("base: &b {a: 1, b: 2}\nmerged:\n  <<: *b\n  b: 3\n")
     assert load_yaml(path) == {"base": {"a": 1, "b": 2}, "merged": {"a": 1, "b": 3}}
     if hasattr(yaml, "CSafeLoader"):
-        assert issubclass(card.unique_key_loader(), yaml.CSafeLoader)
+        assert issubclass(yamlio.unique_key_loader(), yaml.CSafeLoader)
 
 
 # 3. Other tracebacks: a URL ending in '/', `zoo pin` on bad cards, manifests, env vars, params.yaml
 
 
-@pytest.mark.parametrize("field,text", [
-    ("source.url", CARD.replace("resnet50-v1-7.onnx", "")),
-    ("source.test_data.url", CARD.replace(f"  sha256: {SHA}\n", f"  sha256: {SHA}\n  test_data:\n"
+@pytest.mark.parametrize("field,line,text", [
+    ("source.url", 8, CARD.replace("resnet50-v1-7.onnx", "")),
+    ("source.test_data.url", 11, CARD.replace(f"  sha256: {SHA}\n", f"  sha256: {SHA}\n  test_data:\n"
                                           f"    url: https://github.com/onnx/models/raw/{COMMIT}/data/\n"
                                           f"    sha256: {SHA}\n")),
 ])
-def test_url_ending_in_slash_is_a_card_error(root, field, text):
+def test_url_ending_in_slash_is_a_card_error(root, field, line, text):
     write_card(root, text)
-    with pytest.raises(CardError, match=f"{field}: .* does not end in a file name"):
+    with pytest.raises(CardError, match=f"line {line}: {field}: .* does not end in a file name"):
         load_card(Path(CARD_PATH), root)
-    one_line(zoo(root, "check"), 2, f"{CARD_PATH}: {field}: ", "does not end in a file name",
+    one_line(zoo(root, "check"), 3, f"{CARD_PATH}: line {line}: {field}: ", "does not end in a file name",
              "give the URL of the file itself")
 
 
@@ -149,9 +150,9 @@ source:
 """
 PIN_BAD = [
     ("torchhub repo without owner", "registry/onnx/hub.yaml", HUB,
-     ("registry/onnx/hub.yaml: source.repo: 'noslash' is malformed", "write `repo: owner/name`")),
+     ("registry/onnx/hub.yaml: line 8: source.repo: 'noslash' is malformed", "write `repo: owner/name`")),
     ("torchvision without model", "registry/onnx/tv.yaml", TV,
-     ("registry/onnx/tv.yaml: source.model: missing", "add `model:` to the card")),
+     ("registry/onnx/tv.yaml: line 5: source.model: missing", "add `model:` to the card")),
     ("invalid yaml", "registry/onnx/tv.yaml", "name: [unclosed\n",
      ("registry/onnx/tv.yaml: line 2: not valid YAML", "fix the YAML syntax")),
     ("not utf-8", "registry/onnx/tv.yaml", TV.replace("a torchvision", "caf\u00e9").encode("latin-1"),
@@ -159,7 +160,7 @@ PIN_BAD = [
     ("not a mapping", "registry/onnx/tv.yaml", "- name: tv\n- format: onnx\n",
      ("registry/onnx/tv.yaml: expected a mapping, got list", "write it as `key: value` lines")),
     ("source not a mapping", "registry/onnx/tv.yaml", TV.split("source:")[0] + "source: torchvision\n",
-     ("registry/onnx/tv.yaml: source: expected a mapping, got str", "write it as `key: value` lines")),
+     ("registry/onnx/tv.yaml: line 5: source: expected a mapping, got str", "write it as `key: value` lines")),
     ("duplicated key", "registry/onnx/tv.yaml", TV + "  weights: DEFAULT\n",
      ("registry/onnx/tv.yaml: line 8: key 'weights' is written twice (lines 7 and 8)", "keep one of them")),
     ("no such card", "registry/onnx/nothing.yaml", None,
@@ -173,7 +174,7 @@ def test_pin_refuses_a_bad_card_in_one_line(tmp_path, label, rel, text, expected
     if text is not None:
         write_card(tmp_path, text, rel)
     before = (tmp_path / rel).read_bytes() if text is not None else None
-    one_line(zoo(tmp_path, "pin", rel), 2, *expected)
+    one_line(zoo(tmp_path, "pin", rel), 3, *expected)
     if before is not None:
         assert (tmp_path / rel).read_bytes() == before  # nothing rewritten
 
@@ -201,13 +202,14 @@ def test_bad_manifest_is_one_line_naming_it(tmp_path, label, text, problem, comm
     folder = staged(tmp_path, text)
     args = ["registry/onnx/m", "x.png"] if command == "run" else ["registry/onnx/m"]
     path = f"{tmp_path / 'registry/onnx/m.manifest.json'}"
-    one_line(zoo(tmp_path, command, *args), 2, f"{path}: {problem}", f"git checkout -- {path}", "dvc repro")
+    one_line(zoo(tmp_path, command, *args), 3, f"{path}: {problem}", f"git checkout -- {path}", "dvc repro")
     with pytest.raises(ManifestError, match="git checkout"):
         manifest.read(folder)
 
 
 @pytest.mark.parametrize("command", ["run", "verify"])
 def test_missing_manifest_is_one_line(tmp_path, command):
+    """No manifest at all: the folder given is not a staged model, a usage error (ModelNotFound, exit 2)."""
     args = ["registry/onnx/nothing", "x.png"] if command == "run" else ["registry/onnx/nothing"]
     one_line(zoo(tmp_path, command, *args), 2, "registry/onnx/nothing.manifest.json: no manifest",
              "give a staged model folder, registry/<format>/<name>")
@@ -236,14 +238,14 @@ def test_malformed_env_var_is_a_config_error(root, monkeypatch, name, value, pro
     with pytest.raises(ConfigError) as info:
         read()
     assert problem in str(info.value) and "unset it" in str(info.value)
-    assert info.value.exit_code == 2 and isinstance(info.value, ValueError)
+    assert info.value.exit_code == 3 and isinstance(info.value, ValueError)
     # through the CLI: `zoo fetch` reads them all before it opens a connection
-    one_line(zoo(root, "fetch", CARD_PATH, env={name: value}), 2, problem, "unset it")
+    one_line(zoo(root, "fetch", CARD_PATH, env={name: value}), 3, problem, "unset it")
     assert not (root / "registry/_raw/resnet50").exists() and leftovers(root) == []
 
 
 def test_zoo_root_that_is_not_a_folder(tmp_path):
-    one_line(zoo(tmp_path, "check", env={"ZOO_ROOT": str(tmp_path / "nowhere")}), 2,
+    one_line(zoo(tmp_path, "check", env={"ZOO_ROOT": str(tmp_path / "nowhere")}), 3,
              f"{tmp_path / 'nowhere'}: the registry root is not a folder", "ZOO_ROOT")
 
 
@@ -280,7 +282,7 @@ def test_malformed_params_yaml_is_one_line(root, label, edit, where, fix):
     with pytest.raises(ConfigError) as info:
         load_params(root)
     assert where in str(info.value) and fix in str(info.value)
-    one_line(zoo(root, "stage", CARD_PATH), 2, where, fix)
+    one_line(zoo(root, "stage", CARD_PATH), 3, where, fix)
     assert not (root / "registry/onnx/resnet50").exists()
 
 
@@ -386,27 +388,27 @@ def _no_dvc_yaml(root):
 
 
 BAD_INPUTS = [
-    ("check: card not utf-8", _not_utf8, ["check"], {}, 2),
-    ("check: duplicated sha256", _dup_sha, ["check"], {}, 2),
-    ("check: url ending in /", _slash_url, ["check"], {}, 2),
-    ("fetch: card not utf-8", _not_utf8, ["fetch", CARD_PATH], {}, 2),
-    ("stage: duplicated sha256", _dup_sha, ["stage", CARD_PATH], {}, 2),
-    ("pin: repo without owner", _hub, ["pin", "registry/onnx/hub.yaml"], {}, 2),
-    ("pin: torchvision without model", _tv, ["pin", "registry/onnx/tv.yaml"], {}, 2),
-    ("pin: no such card", _nothing, ["pin", "registry/onnx/nothing.yaml"], {}, 2),
-    ("pin: card not utf-8", _not_utf8, ["pin", CARD_PATH], {}, 2),
-    ("fetch: no such card", _nothing, ["fetch", "registry/onnx/nothing.yaml"], {}, 2),
-    ("run: corrupt manifest", _bad_manifest, ["run", "registry/onnx/m", "x.png"], {}, 2),
-    ("verify: corrupt manifest", _bad_manifest, ["verify", "registry/onnx/m"], {}, 2),
+    ("check: card not utf-8", _not_utf8, ["check"], {}, 3),
+    ("check: duplicated sha256", _dup_sha, ["check"], {}, 3),
+    ("check: url ending in /", _slash_url, ["check"], {}, 3),
+    ("fetch: card not utf-8", _not_utf8, ["fetch", CARD_PATH], {}, 3),
+    ("stage: duplicated sha256", _dup_sha, ["stage", CARD_PATH], {}, 3),
+    ("pin: repo without owner", _hub, ["pin", "registry/onnx/hub.yaml"], {}, 3),
+    ("pin: torchvision without model", _tv, ["pin", "registry/onnx/tv.yaml"], {}, 3),
+    ("pin: no such card", _nothing, ["pin", "registry/onnx/nothing.yaml"], {}, 3),
+    ("pin: card not utf-8", _not_utf8, ["pin", CARD_PATH], {}, 3),
+    ("fetch: no such card", _nothing, ["fetch", "registry/onnx/nothing.yaml"], {}, 3),
+    ("run: corrupt manifest", _bad_manifest, ["run", "registry/onnx/m", "x.png"], {}, 3),
+    ("verify: corrupt manifest", _bad_manifest, ["verify", "registry/onnx/m"], {}, 3),
     ("run: no manifest", _nothing, ["run", "registry/onnx/nothing", "x.png"], {}, 2),
-    ("fetch: bad ZOO_MIRROR", _nothing, ["fetch", CARD_PATH], {"ZOO_MIRROR": "proxy:8080"}, 2),
-    ("fetch: bad ZOO_HTTP_RETRIES", _nothing, ["fetch", CARD_PATH], {"ZOO_HTTP_RETRIES": "lots"}, 2),
-    ("fetch: bad ZOO_CONNECT_TIMEOUT", _nothing, ["fetch", CARD_PATH], {"ZOO_CONNECT_TIMEOUT": "-3"}, 2),
-    ("stage: params.yaml not yaml", _bad_params, ["stage", CARD_PATH], {}, 2),
-    ("stage: params.yaml a list", _params_list, ["stage", CARD_PATH], {}, 2),
-    ("check: ZOO_ROOT not a folder", _nothing, ["check"], {"ZOO_ROOT": "/nonexistent/zoo"}, 2),
-    ("index: no dvc.yaml", _no_dvc_yaml, ["index"], {}, 2),
-    ("stage: a target the card does not have", _nothing, ["stage", CARD_PATH, "--target", "bogus"], {}, 4),
+    ("fetch: bad ZOO_MIRROR", _nothing, ["fetch", CARD_PATH], {"ZOO_MIRROR": "proxy:8080"}, 3),
+    ("fetch: bad ZOO_HTTP_RETRIES", _nothing, ["fetch", CARD_PATH], {"ZOO_HTTP_RETRIES": "lots"}, 3),
+    ("fetch: bad ZOO_CONNECT_TIMEOUT", _nothing, ["fetch", CARD_PATH], {"ZOO_CONNECT_TIMEOUT": "-3"}, 3),
+    ("stage: params.yaml not yaml", _bad_params, ["stage", CARD_PATH], {}, 3),
+    ("stage: params.yaml a list", _params_list, ["stage", CARD_PATH], {}, 3),
+    ("check: ZOO_ROOT not a folder", _nothing, ["check"], {"ZOO_ROOT": "/nonexistent/zoo"}, 3),
+    ("index: no dvc.yaml", _no_dvc_yaml, ["index"], {}, 3),
+    ("stage: a target the card does not have", _nothing, ["stage", CARD_PATH, "--target", "bogus"], {}, 5),
 ]
 
 

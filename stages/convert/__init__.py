@@ -1,7 +1,9 @@
-"""Conversion paths: one module per path, each run by one `foreach` block of dvc.yaml.
+"""Conversion paths: one module per path, `stages/convert/<name>.py`, each run by one `foreach` block of dvc.yaml.
 
-A converter's block depends on its own code, its `params.yaml` section and its pins file, so a
-converter upgrade reruns exactly the stages that use it.
+A converter's block depends on its own code, its `params.yaml` section and its pins files, so a
+converter upgrade reruns exactly the stages that use it. A converter module has one entry point,
+`stage(card, raw, out, settings) -> {"model", "validation", "preprocessing", "labels"}`; which
+converter stages a card is declared by its source kind (`converter`), never chosen here.
 """
 
 from __future__ import annotations
@@ -12,23 +14,26 @@ from importlib import import_module
 
 @dataclass(frozen=True)
 class Converter:
-    name: str     # key under `converters` in registry/index.json
+    name: str     # key under `converters` in registry/index.json, and its module stages.convert.<name>
     stage: str    # dvc.yaml stage (foreach block) that runs it
-    module: str   # module with `stage(card, raw, out, settings) -> {"model": ..., "validation": ...}`
     params: str   # its section of params.yaml
     pins: tuple[str, ...]  # its pinned-versions files (DVC dependencies of the stage)
+
+    @property
+    def module(self) -> str:
+        return f"{__name__}.{self.name}"
 
     def run(self):
         return import_module(self.module).stage
 
 
 CONVERTERS: dict[str, Converter] = {
-    "onnx_zoo": Converter("onnx_zoo", "stage-onnx-zoo", "stages.convert.onnx_zoo", "onnx", ("stages/pins/onnx.txt",)),
-    "torch": Converter("torch", "stage-torch", "stages.convert.torch_export", "torch",
+    "onnx_zoo": Converter("onnx_zoo", "stage-onnx-zoo", "onnx", ("stages/pins/onnx.txt",)),
+    "torch": Converter("torch", "stage-torch", "torch",
                        ("stages/pins/torch.txt", "stages/pins/transformers.txt", "stages/pins/onnx.txt")),
-    "tensorflow": Converter("tensorflow", "stage-tensorflow", "stages.convert.tf_stage", "tensorflow",
+    "tensorflow": Converter("tensorflow", "stage-tensorflow", "tensorflow",
                             ("stages/pins/tensorflow.txt", "stages/pins/transformers.txt", "stages/pins/onnx.txt")),
-    "tf2onnx": Converter("tf2onnx", "stage-tf2onnx", "stages.convert.tf2onnx_stage", "tf2onnx",
+    "tf2onnx": Converter("tf2onnx", "stage-tf2onnx", "tf2onnx",
                          ("stages/pins/tensorflow.txt", "stages/pins/transformers.txt", "stages/pins/tf2onnx.txt",
                           "stages/pins/onnx.txt")),
 }
@@ -38,7 +43,7 @@ TARGET_CONVERTERS = {("tensorflow", "onnx"): "tf2onnx", ("keras", "onnx"): "tf2o
 
 
 def for_kind(kind_converter: str) -> Converter:
-    return CONVERTERS[kind_converter.replace("-", "_")]
+    return CONVERTERS[kind_converter]
 
 
 def for_card(card, target: str | None = None) -> Converter:

@@ -1,18 +1,22 @@
-"""Registry of source kinds (`source.kind` in a card): one module per ecosystem.
+"""Registry of source kinds (`source.kind` in a card): one module per kind.
 
+Every module of this package is imported on first use of the registry, and each kind module
+registers its class with `@register`: adding a kind is adding a module, with no table to edit.
 Modules here import only the standard library at module level, so that parsing cards, `zoo
-check` and the ONNX stages never pay for an ecosystem's heavy framework.
+check` and the ONNX stages never pay for an ecosystem's heavy framework. Helpers shared by
+several kinds live in modules whose names start with `_` (torch, TensorFlow builders), in
+`hub` (the Hugging Face Hub) and in `pinning` (`zoo pin`'s network side).
 """
 
 from __future__ import annotations
 
+import pkgutil
 from importlib import import_module
 
-from stages.errors import CardError
-from stages.sources.base import RemoteFile, SourceKind
+from stages.sources.base import RemoteFile, SourceKind, SourceModel
 
-_BUILTIN = ("stages.sources.onnx_zoo", "stages.sources.torch_zoos", "stages.sources.tensorflow")
 _KINDS: dict[str, type[SourceKind]] = {}
+_LOADED = False
 
 
 def register(cls: type[SourceKind]) -> type[SourceKind]:
@@ -23,8 +27,12 @@ def register(cls: type[SourceKind]) -> type[SourceKind]:
 
 
 def kinds() -> dict[str, type[SourceKind]]:
-    for module in _BUILTIN:  # each registers its kinds on first import (a no-op afterwards)
-        import_module(module)
+    """Every registered kind, by name (importing this package's modules on first call)."""
+    global _LOADED
+    if not _LOADED:
+        for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+            import_module(f"{__name__}.{module}")  # a kind module registers its class when imported
+        _LOADED = True
     return dict(_KINDS)
 
 
@@ -32,20 +40,4 @@ def get_kind(kind: str) -> type[SourceKind]:
     return kinds()[kind]
 
 
-def parse_source(fields, fmt: str):
-    """Parse a card's `source:` section with its kind's parser; rejects unknown kinds and keys."""
-    kind = fields.str("kind")
-    known = kinds()
-    if kind not in known:
-        raise CardError(fields.path, "source.kind", f"unknown kind {kind!r}",
-                        f"use one of: {', '.join(sorted(known))}")
-    cls = known[kind]
-    if fmt not in cls.formats:
-        raise CardError(fields.path, "format", f"{fmt!r} is not a format that kind {kind!r} stages",
-                        f"use format: {' or '.join(cls.formats)}")
-    spec = cls.parse(fields, fmt)
-    fields.done()
-    return spec
-
-
-__all__ = ["RemoteFile", "SourceKind", "get_kind", "kinds", "parse_source", "register"]
+__all__ = ["RemoteFile", "SourceKind", "SourceModel", "get_kind", "kinds", "register"]

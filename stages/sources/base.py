@@ -1,15 +1,25 @@
-"""The one small interface every source ecosystem implements.
+"""The one small interface every source kind implements, and the one thing every builder returns.
 
-A source kind parses its section of a card into a frozen spec (all pins, no network), and
-resolves the spec into the exact remote files to fetch, each with its sha256. Fetching itself is
-shared (stages.fetch): an ecosystem module never opens a socket of its own.
+A source kind (one module under stages/sources/, registered with `@register`) declares everything
+about its part of a card's life:
+- `spec`: the pydantic model (stages.schema) of its `source:` section, whose instances are its
+  frozen specs (all pins, no network); stages.card validates the section with it, and `zoo
+  schema` describes it;
+- `pin`: what `zoo pin` resolves in that section (a branch to a commit, a file to its sha256);
+- `remote_files`: the spec as the exact files to fetch, each with its hash; fetching itself is
+  shared (stages.fetch): a kind never opens a socket of its own;
+- `converter` (`converter_for`): which conversion path stages it (a key of stages.convert.CONVERTERS);
+- `build`: the source model from the raw files, as a `SourceModel`, which every converter
+  validates the staged files against.
+Nothing else in the registry names a kind: adding one is adding a module here.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
 
 
 @dataclass(frozen=True)
@@ -45,18 +55,39 @@ class RemoteFile:
         return out
 
 
-def parse_shape(fields, key: str = "input_shape", required: bool = False,
-                example: str = "[1, 3, 224, 224] (the leading dim is the batch)") -> tuple[int, ...] | None:
-    """A card's shape field: a non-empty list of positive ints, as a tuple."""
-    from stages.errors import CardError
+@dataclass
+class SourceModel:
+    """A source model as the converters see it, whatever its framework.
 
-    value = fields.raw(key, required=required)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not value or not all(isinstance(d, int) and d > 0 for d in value):
-        raise CardError(fields.path, fields.key(key), f"expected a list of positive ints, got {value!r}",
-                        f"write e.g. `{key}: {example}`")
-    return tuple(value)
+    `reference` runs the SOURCE model (numpy feeds by input name -> numpy outputs by name): every
+    staged file is compared with it, and it computes the golden data. `native` is what the
+    kind's converter exports or freezes: a `torch.nn.Module` taking the inputs positionally and
+    returning a tuple in `outputs` order, or a TensorFlow ConcreteFunction called by keyword.
+    """
+
+    inputs: list  # [stages.inputs.TensorSpec], in the model's positional order
+    outputs: list[str]
+    reference: Callable[[dict[str, Any]], dict[str, Any]]
+    native: Any = None
+    described: str = ""  # what the reference is, in the manifest ("pytorch model", "tensorflow SavedModel ...")
+    text: bool = False  # a transformer text model (token ids, attention mask)
+    vocab: int | None = None  # a text model's vocabulary size (token ids are drawn below it)
+    declared: tuple = ()  # validation inputs the source itself implies (stages.inputs.Declared)
+    keras_model: Any = None  # a Keras model, also staged as model.keras / model.h5
+    side_files: dict[str, Path] = field(default_factory=dict)  # staged beside the model
+    info: dict[str, Any] = field(default_factory=dict)  # manifest extras (architecture, ...)
+    labels: list[str] | None = None  # a classifier's class names, in output order (labels.txt)
+    preprocessing: dict[str, Any] | None = None  # from the source's metadata (stages.preprocess)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs]
+
+    @property
+    def dynamic(self) -> dict[str, dict[int, str]]:
+        """Symbolic dims by input: {name: {axis: dim name}} (what an exporter marks dynamic)."""
+        return {spec.name: {i: d for i, d in enumerate(spec.shape) if isinstance(d, str)}
+                for spec in self.inputs if any(isinstance(d, str) for d in spec.shape)}
 
 
 class SourceKind(ABC):
@@ -66,10 +97,10 @@ class SourceKind(ABC):
     converter: ClassVar[str]  # the staging path (a key of stages.convert.CONVERTERS)
     formats: ClassVar[tuple[str, ...]]  # formats a card of this kind may declare
 
-    @classmethod
-    @abstractmethod
-    def parse(cls, fields, fmt: str) -> Any:
-        """The kind's frozen spec from the card's `source:` fields (pins only, no network)."""
+    # The kind's `source:` section as a pydantic model (a stages.schema.Schema: unknown keys refused,
+    # frozen, hashable); a validated instance is the spec every other method takes. Validation gets
+    # the card's format in its context (`info.context["format"]`) for rules that depend on it.
+    spec: ClassVar[type]
 
     @classmethod
     @abstractmethod
@@ -86,8 +117,28 @@ class SourceKind(ABC):
         return cls.converter
 
     @classmethod
+    def converters(cls) -> tuple[str, ...]:
+        """Every converter `converter_for` may pick (their dvc.yaml stages depend on this module)."""
+        return (cls.converter,)
+
+    runs_code: ClassVar[bool] = False  # building it runs third-party code: the card needs `trust_code: true`
+
+    @classmethod
+    def pin(cls, source, pinner, changes: list[str]) -> None:
+        """`zoo pin`: resolve the moving references in the raw `source:` mapping in place (ruamel's,
+        so the card keeps its comments), appending what changed to `changes`; `pinner` is
+        stages.sources.pinning.Pinner. stages.pin has validated the mapping with `spec` in its
+        lenient mode first: every field but the pins (stages.schema.pinnable) is as `spec` says."""
+
+    @classmethod
+    def build(cls, card, raw, settings: dict, workdir: Path) -> SourceModel:
+        """The source model from the card's raw files (verified on access), for the converter."""
+        from stages.errors import StagingError
+
+        raise StagingError(f"{card.path}: kind {cls.kind!r} has no model builder; its converter "
+                           f"({cls.converter}) stages the raw files as they are", fix="this is a registry bug")
+
+    @classmethod
     def pins(cls, spec: Any) -> dict[str, Any]:
         """The spec as plain data: what the index tracks for the fetch stage and the manifest records."""
-        from dataclasses import asdict
-
-        return {k: v for k, v in asdict(spec).items() if v is not None}
+        return {k: v for k, v in spec.model_dump().items() if v is not None}

@@ -8,7 +8,8 @@ from __future__ import annotations
 import fnmatch
 import re
 
-from stages.errors import CardError, StagingError
+from stages import schema
+from stages.errors import StagingError
 from stages.sources.base import RemoteFile
 
 REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
@@ -22,8 +23,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "preprocessor_config.json")
 
 
-def parse_repo(fields, key: str = "repo") -> str:
-    return fields.str(key, pattern=REPO_RE, hint="write `repo: owner/name` as on the Hub")
+# A card's Hub fields: `repo: owner/name` and `revision: <40-hex commit>` (a branch is refused: it moves).
+Repo = schema.matching(REPO_RE, "write `repo: owner/name` as on the Hub")
+Revision = schema.commit("a branch such as main moves", "pin the commit: run `zoo pin {card}`")
 
 
 def repo_files(repo: str, revision: str) -> dict[str, dict]:
@@ -65,12 +67,3 @@ def select(repo: str, revision: str, files: dict[str, dict], required: tuple[str
     chosen.extend(name for name in optional if name in files)
     return [RemoteFile(role, name, files[name].get("sha256"), hf_repo=repo, hf_revision=revision, hf_path=name,
                        git_sha1=files[name].get("git_sha1")) for name in dict.fromkeys(chosen)]
-
-
-def check_revision(fields) -> str:
-    revision = fields.raw("revision", required=True)
-    if not isinstance(revision, str) or not re.fullmatch(r"[0-9a-f]{40}", revision):
-        raise CardError(fields.path, fields.key("revision"),
-                        f"{revision!r} is not a 40-hex commit (a branch such as main moves)",
-                        f"pin the commit: run `zoo pin {fields.path}`")
-    return revision

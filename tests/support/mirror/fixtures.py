@@ -11,12 +11,13 @@ header), so the same fixtures always hash the same.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.mirror.common import sha256_hex
 
 ZOO_COMMIT = "7c5650d291ca2205c295c871f364dcfb8799f35b"  # onnx/models (real commit; fixture bytes are ours)
 GITHUB_RAW = f"github.com/onnx/models/raw/{ZOO_COMMIT}"
@@ -29,10 +30,6 @@ class Fixture:
     name: str
     card: str          # the card's YAML text
     files: dict        # mirror-relative path -> sha256
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def mnist8_model(seed: int = 8):
@@ -165,14 +162,14 @@ def tar_gz(entries: list[tuple[str, bytes]], extra: list[tarfile.TarInfo] | None
 
 
 def lfs_pointer(data: bytes) -> bytes:
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{_sha(data)}\nsize {len(data)}\n".encode()
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256_hex(data)}\nsize {len(data)}\n".encode()
 
 
 def _write(root: Path, rel: str, data: bytes) -> str:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    return _sha(data)
+    return sha256_hex(data)
 
 
 def _publish_github(root: Path, routes: dict, rel: str, data: bytes) -> str:
@@ -212,7 +209,7 @@ def build_mirror(root: Path) -> list[Fixture]:
     import onnx
     from onnx import numpy_helper
 
-    from stages.mirror.server import add_hf_repo
+    from tests.support.mirror.server import add_hf_repo
 
     routes: dict = {"redirects": {}, "status": {}}
     fixtures = []
@@ -250,7 +247,7 @@ def build_mirror(root: Path) -> list[Fixture]:
                          {"squeezenet1.1-7.onnx": squeeze_bytes, "README.md": b"# SqueezeNet 1.1 (fixture)\n"})
     fixtures.append(Fixture("squeezenet", _card("squeezenet", "SqueezeNet 1.1 graph (seeded weights) from the HF mirror",
         f"  repo: onnxmodelzoo/squeezenet1.1-7\n  revision: {commit}\n  file: squeezenet1.1-7.onnx\n"
-        f"  sha256: {_sha(squeeze_bytes)}\n"), {}))
+        f"  sha256: {sha256_hex(squeeze_bytes)}\n"), {}))
 
     (root / "_routes.json").write_text(json.dumps(routes, indent=2, sort_keys=True))
     return fixtures

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]  # the project root (this file is tests/support/sandbox.py)
 SCAFFOLD = ("dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore")
 BUCKET = "zoo-registry"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -8,7 +8,7 @@
   (+ the same query): `build_tfhub_moved` lays that out; `tfhub_migrated_403` a handle that
   answers 403 instead.
 - Keras applications: `https://storage.googleapis.com/tensorflow/keras-applications/<app>/<file>`,
-  the file name computed by Keras itself (stages.sources.tensorflow.keras_weights_file), weights
+  the file name computed by Keras itself (stages.sources.keras.weights_file), weights
   in the legacy Keras-2 HDF5 layout the real files use, so `keras.applications.X(weights=<file>)`
   loads them.
 - Hugging Face: a TF BERT repo (`config.json`, `tf_model.h5`, tokenizer files), as
@@ -28,8 +28,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from stages.mirror.fixtures import Fixture, tar_gz
-from stages.mirror.torch_fixtures import CIFAR10, _hf_files, _place, _read_dir, _sha
+from tests.support.mirror.fixtures import Fixture, tar_gz
+from tests.support.mirror.common import hf_files, place, read_dir, sha256_hex
+from tests.support.mirror.torch_fixtures import CIFAR10
 
 TFHUB = "https://tfhub.dev/zoo-fixtures"
 KAGGLE = "https://www.kaggle.com/models/zoo-fixtures"
@@ -161,7 +162,7 @@ def _tfhub_card(name: str, handle: str, sha: str, description: str, targets: lis
 def build_tfhub_tiny(root: Path) -> Fixture:
     data = _savedmodel_tar(root, "tiny-classifier", lambda: _classifier_module(21))
     handle = f"{TFHUB}/tiny-classifier/1"
-    rel, sha = _place(root, handle, data)
+    rel, sha = place(root, handle, data)
     card = _tfhub_card("tfhub-tiny-classifier", handle, sha, "Tiny TF2 SavedModel image classifier, 10 classes, "
                        "32x32 NHWC (seeded random weights, a test fixture)", ["tensorflow", "onnx"])
     return Fixture("tfhub-tiny-classifier", card, {rel: sha})
@@ -172,7 +173,7 @@ def build_tfhub_moved(root: Path) -> Fixture:
     data = _savedmodel_tar(root, "moved-classifier", lambda: _classifier_module(22))
     handle = f"{TFHUB}/moved-classifier/2"
     location = f"{KAGGLE}/moved-classifier/tensorFlow2/default/2"
-    rel, sha = _place(root, location, data)
+    rel, sha = place(root, location, data)
     _routes(root, {"redirects": {f"/{handle[len('https://'):]}": f"{location}?tf-hub-format=compressed"}})
     card = _tfhub_card("tfhub-moved-classifier", handle, sha, "Tiny TF2 SavedModel image classifier behind tfhub.dev's "
                        "redirect to Kaggle Models (seeded random weights, a test fixture)")
@@ -181,7 +182,7 @@ def build_tfhub_moved(root: Path) -> Fixture:
 
 def _bad_tfhub(root: Path, name: str, data: bytes, description: str) -> str:
     handle = f"{TFHUB}/{name}/1"
-    _, sha = _place(root, handle, data)
+    _, sha = place(root, handle, data)
     return _tfhub_card(f"tfhub-{name}", handle, sha, description)
 
 
@@ -243,7 +244,7 @@ def _two_input_module(seed: int):
 def build_tfhub_two_inputs(root: Path) -> Fixture:
     data = _savedmodel_tar(root, "two-inputs", lambda: _two_input_module(41))
     handle = f"{TFHUB}/two-inputs/1"
-    rel, sha = _place(root, handle, data)
+    rel, sha = place(root, handle, data)
     card = _card("tfhub-two-inputs", "tensorflow", "A SavedModel with two inputs declared out of name order and a "
                  "layer norm with epsilon 1e-12 (seeded weights, a test fixture)", ["tensor"],
                  {"kind": "tfhub", "handle": handle, "sha256": sha}, ["tensorflow", "onnx"],
@@ -255,7 +256,7 @@ def tfhub_migrated_403(root: Path) -> str:
     handle = f"{TFHUB}/migrated/1"
     _routes(root, {"status": {f"/{handle[len('https://'):]}": {"status": 403,
                                                              "body": "This model has moved to Kaggle Models"}}})
-    return _tfhub_card("tfhub-migrated", handle, _sha(b"gone"), "A handle that answers 403 (a test fixture)")
+    return _tfhub_card("tfhub-migrated", handle, sha256_hex(b"gone"), "A handle that answers 403 (a test fixture)")
 
 
 # ----------------------------------------------------------------------------- Keras applications
@@ -305,7 +306,7 @@ KERAS_MOBILENET = ("MobileNetV2", True, (96, 96, 3), {"alpha": 0.35})
 
 def build_keras_mobilenet(root: Path) -> Fixture:
     """MobileNetV2 (alpha 0.35, 96 px, with top) weights under Keras's own file name and URL."""
-    from stages.sources.tensorflow import keras_weights_file
+    from stages.sources.keras import weights_file as keras_weights_file
 
     url, _, _ = keras_weights_file(*KERAS_MOBILENET)
 
@@ -324,7 +325,7 @@ def build_keras_mobilenet(root: Path) -> Fixture:
                 legacy_h5_format.save_weights_to_hdf5_group(f, model)
             return path.read_bytes()
 
-    rel, sha = _place(root, url, _cached(root, "keras-mobilenet-v2.h5", make))
+    rel, sha = place(root, url, _cached(root, "keras-mobilenet-v2.h5", make))
     card = _card("keras-mobilenet-v2", "keras", "MobileNetV2 alpha 0.35 at 96x96 from keras.applications "
                  "(seeded weights under Keras's real file name, a test fixture)", ["vision", "image-classification"],
                  {"kind": "keras", "application": "MobileNetV2", "weights": "imagenet", "input_shape": [96, 96, 3],
@@ -339,7 +340,7 @@ BERT_TF_REPO = "zoo-fixtures/tiny-bert-tf"
 
 def build_tiny_bert_tf(root: Path) -> Fixture:
     """A tiny TFBertModel repo as save_pretrained writes it (config.json, tf_model.h5) plus a tokenizer."""
-    from stages.mirror.torch_fixtures import _bert_config, _tokenizer_files
+    from tests.support.mirror.torch_fixtures import bert_config, tokenizer_files
 
     cache = Path(root) / CACHE / "tiny-bert-tf"
     if not (cache / "tf_model.h5").is_file():
@@ -348,20 +349,20 @@ def build_tiny_bert_tf(root: Path) -> Fixture:
 
         with tempfile.TemporaryDirectory(prefix="zoo-bert-tf-") as tmp:
             tmp = Path(tmp)
-            files = _tokenizer_files(tmp)
+            files = tokenizer_files(tmp)
             tf.random.set_seed(24)
             transformers.set_seed(24)
-            model = transformers.TFBertModel(_bert_config())
+            model = transformers.TFBertModel(bert_config())
             model(model.dummy_inputs)
             model.save_pretrained(str(tmp / "model"))
-            files.update(_read_dir(tmp / "model"))
+            files.update(read_dir(tmp / "model"))
         staging = cache.with_name(f".tiny-bert-tf.{os.getpid()}.tmp")
         for rel, data in files.items():
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             (staging / rel).write_bytes(data)
         cache.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging, cache)
-    commit, served = _hf_files(root, BERT_TF_REPO, _read_dir(cache))
+    commit, served = hf_files(root, BERT_TF_REPO, read_dir(cache))
     card = _card("tiny-bert-tf", "tensorflow", "Tiny BERT encoder, TensorFlow weights (tf_model.h5), with a WordPiece "
                  "tokenizer (seeded random weights, a test fixture)", ["text", "feature-extraction"],
                  {"kind": "huggingface", "framework": "tensorflow", "repo": BERT_TF_REPO, "revision": commit,

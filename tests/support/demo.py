@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from stages import sandbox
-from stages.mirror.fixtures import build_mirror
-from stages.mirror.torch_fixtures import build_torch_mirror
-from stages.mirror.server import MirrorServer
+from tests.support import sandbox
+from tests.support.mirror.fixtures import build_mirror
+from tests.support.mirror.torch_fixtures import build_torch_mirror
+from tests.support.mirror.server import MirrorServer
 
 WORK = Path(".zoo-demo")
 PULL = "mnist"
@@ -29,7 +29,7 @@ TF_DEMO = ("tfhub-tiny-classifier", "keras-mobilenet-v2")  # a TF Hub SavedModel
 
 def demo_cards(mirror_root: Path, onnx_fixtures=None) -> dict[str, str]:
     """The demo zoo's cards ("<format>/<name>" -> YAML), their upstream files laid out under `mirror_root`."""
-    from stages.mirror.tf_fixtures import build_tf_mirror
+    from tests.support.mirror.tf_fixtures import build_tf_mirror
 
     onnx = {f.name: f for f in (onnx_fixtures or build_mirror(mirror_root))}
     cards = {f"onnx/{name}": onnx[name].card for name in ONNX_DEMO}

@@ -42,15 +42,6 @@ VARIABLE_OPS = frozenset({"VarHandleOp", "ReadVariableOp", "AssignVariableOp", "
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def generator(card, source, settings: dict):
-    """The one input generator (stages.inputs) for this source: the card's `inputs:` win over what the
-    source implies (a tfhub card's `input_shape`)."""
-    from stages.inputs import Inputs
-
-    return Inputs(source.inputs, card.inputs or source.declared, settings, card, text=source.text,
-                  vocab=source.vocab)
-
-
 # ----------------------------------------------------------------------------- freezing
 
 def freeze(card, source) -> tuple[Any, list[dict], list[dict]]:
@@ -58,7 +49,7 @@ def freeze(card, source) -> tuple[Any, list[dict], list[dict]]:
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     try:
-        frozen = convert_variables_to_constants_v2(source.fn)
+        frozen = convert_variables_to_constants_v2(source.native)
     except Exception as exc:  # noqa: BLE001 - conversion raises many types
         raise StagingError(f"{card.path}: the model cannot be frozen into a GraphDef: convert_variables_to_constants_v2 "
                            f"failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}",
@@ -78,7 +69,7 @@ def freeze(card, source) -> tuple[Any, list[dict], list[dict]]:
             "constants", fix="stage another signature (`source.signature`) or a model without tables; a frozen "
                              "graph of this one would not import on its own")
     inputs = [spec.record() | {"tensor": placeholders[spec.name].name} for spec in source.inputs]
-    flat = sorted(source.fn.structured_outputs)  # nest.flatten order of a dict: sorted keys
+    flat = sorted(source.native.structured_outputs)  # nest.flatten order of a dict: sorted keys
     outputs = [{"name": name, "tensor": tensor.name, "dtype": tensor.dtype.as_numpy_dtype.__name__,
                 "shape": [d if d is not None else ("batch" if i == 0 else "?") for i, d in enumerate(tensor.shape.as_list())]}
                for name, tensor in zip(flat, frozen.outputs)]
@@ -93,7 +84,7 @@ def _by_keyword(card, source, placeholders) -> dict[str, Any]:
     own name must agree (TensorFlow names it after the keyword); a mismatch fails the stage rather
     than feed one input's values to another.
     """
-    keywords = list(getattr(source.fn, "_arg_keywords", None) or [])
+    keywords = list(getattr(source.native, "_arg_keywords", None) or [])
     names = {spec.name for spec in source.inputs}
     if sorted(keywords) != sorted(names):
         keywords = [t.name.split(":")[0] for t in placeholders]
@@ -143,43 +134,7 @@ def load_frozen(path: Path, inputs: list[dict], outputs: list[dict]):
                          [graph.get_tensor_by_name(o["tensor"]) for o in outputs])
 
 
-# ----------------------------------------------------------------------------- validation
-
-def validate(card, source, gen, settings: dict, runners: dict[str, Any], reference: str) -> dict:
-    """Compare each staged file's runner with the source model on every case; fail once with every number."""
-    from stages.validate import Comparison, tolerances
-
-    comparison = Comparison(*tolerances(card, settings), defaulted_dims=gen.defaulted_dims)
-    for case in gen.cases():
-        label, feeds = case.label, gen.feeds(case)
-        comparison.fed(label, feeds)
-        expected = run_source(card, source, feeds, label)
-        for filename, run in runners.items():
-            actual = run(feeds)
-            where = f"{filename} {label}"
-            missing = sorted(set(expected) ^ set(actual))
-            if missing:
-                comparison.failures.append({"output": "*", "case": where,
-                                            "problem": f"outputs differ: staged {sorted(actual)}, source {sorted(expected)}"})
-                continue
-            for name in sorted(expected):
-                comparison.compare(where, name, actual[name], expected[name])
-            comparison.cases += 1
-    comparison.raise_if_failed(card.name)
-    return comparison.record(reference) | {"files": sorted(runners)}
-
-
-def run_source(card, source, feeds: dict[str, Any], label: str) -> dict[str, Any]:
-    """The source model's outputs; a failure is one line naming what was fed."""
-    from stages.inputs import describe
-
-    try:
-        return source.reference(feeds)
-    except Exception as exc:  # noqa: BLE001 - the model's own graph raises anything
-        raise StagingError(f"{card.path}: the source model fails on {label} ({describe(feeds)}): {type(exc).__name__}: "
-                           f"{(str(exc).strip().splitlines() or [''])[0][:300]}",
-                           fix="declare the inputs it accepts in the card (`inputs:`, see README)") from None
-
+# ----------------------------------------------------------------------------- running model.pb
 
 def frozen_runner(path: Path, inputs: list[dict], outputs: list[dict]):
     """Run model.pb fed by input name (the manifest's records), outputs by name."""
@@ -264,28 +219,27 @@ def keras_files(card, source, out: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the stage
 
 def finish(card, source, gen, out: Path) -> None:
-    """What every TensorFlow-side stage writes beside its model: test_data_set_0 (the generator's
-    batch-1 case, outputs from the SOURCE model) and the side files (labels.txt is the pipeline's)."""
-    from stages.golden import write_set
+    """What every TensorFlow-side stage writes beside its model: test_data_set_0 (outputs from the
+    SOURCE model) and the side files (labels.txt is the pipeline's)."""
+    from stages import golden
     from stages.timing import phase
 
     with phase("golden"):
-        feeds = gen.feeds(gen.first())
-        expected = run_source(card, source, feeds, "golden data")
-        write_set(out, [(s.name, feeds[s.name]) for s in source.inputs], [(n, expected[n]) for n in source.outputs])
+        golden.write_source(out, card, source, gen)
     for name, path in sorted(source.side_files.items()):
         shutil.copyfile(path, out / name)
 
 
 def stage(card, raw, out: Path, settings: dict) -> dict:
-    from stages.convert.tf_models import build
     from stages.frameworks import import_tf
+    from stages.sources import get_kind
     from stages.timing import phase
+    from stages.validate import against_source, generator
 
     import_tf()
     with tempfile.TemporaryDirectory(prefix="zoo-tf-") as work:
         with phase("build"):
-            source = build(card, raw, settings, Path(work))
+            source = get_kind(card.kind).build(card, raw, settings, Path(work))
             gen = generator(card, source, settings)
         with phase("freeze"):
             graph_def, inputs, outputs = freeze(card, source)
@@ -296,8 +250,8 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
                 runners.update(keras_files(card, source, out))
         with phase("validate"):
             runners["model.pb"] = frozen_runner(out / "model.pb", inputs, outputs)
-            validation = validate(card, source, gen, settings, dict(sorted(runners.items())),
-                                  f"{_source_name(card)}, deterministic inputs")
+            validation = against_source(card, source, gen, settings, dict(sorted(runners.items())),
+                                        f"{source.described}, deterministic inputs")
         finish(card, source, gen, out)
     import tensorflow as tf
 
@@ -319,10 +273,3 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
         "preprocessing": source.preprocessing,
         "labels": source.labels,
     }
-
-
-def _source_name(card) -> str:
-    """The reference every staged file is compared with (first word: the framework that computed it)."""
-    return {"tfhub": "tensorflow SavedModel as downloaded (its signature)",
-            "keras": "tensorflow Keras model built from the downloaded weights",
-            "huggingface": "tensorflow transformers model built from the downloaded weights"}[card.kind]

@@ -21,7 +21,7 @@ from typing import Any
 from stages.errors import StagingError
 
 
-def _export(built, gen, settings: dict, card) -> tuple[Any, str]:
+def _export(source, gen, settings: dict, card) -> tuple[Any, str]:
     """ModelProto and the exporter actually used (TorchScript modules need the TorchScript exporter)."""
     import onnx
     import torch
@@ -31,9 +31,9 @@ def _export(built, gen, settings: dict, card) -> tuple[Any, str]:
     cases = gen.cases()  # traced at the largest case: a dim of size 1 would be specialised away
     largest = max(cases, key=lambda c: (c.batch, c.seq or 0))
     example = gen.feeds(Case("export", largest.batch, largest.seq, 0))
-    args = tuple(torch.from_numpy(example[n]) for n in built.input_names)
+    args = tuple(torch.from_numpy(example[n]) for n in source.input_names)
     exporter = settings["exporter"]
-    if isinstance(built.module, torch.jit.ScriptModule):
+    if isinstance(source.native, torch.jit.ScriptModule):
         exporter = "torchscript"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -41,18 +41,18 @@ def _export(built, gen, settings: dict, card) -> tuple[Any, str]:
             if exporter == "dynamo":
                 dims = {}
                 shapes = tuple({axis: dims.setdefault(dim, torch.export.Dim(dim, min=1, max=4096))
-                                for axis, dim in built.dynamic.get(name, {}).items()} or None
-                               for name in built.input_names)
-                if _takes_varargs(built.module):  # forward(self, *args): one entry for the whole tuple
+                                for axis, dim in source.dynamic.get(name, {}).items()} or None
+                               for name in source.input_names)
+                if _takes_varargs(source.native):  # forward(self, *args): one entry for the whole tuple
                     shapes = (shapes,)
-                program = torch.onnx.export(built.module, args, dynamo=True, opset_version=int(settings["opset"]),
-                                            input_names=built.input_names, output_names=built.output_names,
+                program = torch.onnx.export(source.native, args, dynamo=True, opset_version=int(settings["opset"]),
+                                            input_names=source.input_names, output_names=source.outputs,
                                             dynamic_shapes=shapes, optimize=True, verbose=False)
                 return program.model_proto, exporter
             buffer = io.BytesIO()
-            torch.onnx.export(built.module, args, buffer, dynamo=False, opset_version=int(settings["opset"]),
-                              input_names=built.input_names, output_names=built.output_names,
-                              dynamic_axes=built.dynamic, do_constant_folding=True)
+            torch.onnx.export(source.native, args, buffer, dynamo=False, opset_version=int(settings["opset"]),
+                              input_names=source.input_names, output_names=source.outputs,
+                              dynamic_axes=source.dynamic, do_constant_folding=True)
             return onnx.load_from_string(buffer.getvalue()), exporter
         except StagingError:
             raise
@@ -83,78 +83,24 @@ def _summary(exc: Exception) -> str:
     return (lines or [type(exc).__name__])[0][:400]
 
 
-def _validate(built, gen, onnx_path: Path, settings: dict, card, onnx_settings: dict):
-    import numpy as np
-
-    from stages import onnxrt
-    from stages.validate import Comparison, tolerances
-
-    comparison = Comparison(*tolerances(card, settings), defaulted_dims=gen.defaulted_dims)
-    sess = onnxrt.session(onnx_path, onnx_settings)
-    for case in gen.cases():
-        feeds = gen.feeds(case)
-        label = case.label
-        comparison.fed(label, feeds)
-        expected = _run_source(built, feeds, card, label)
-        actual = onnxrt.run(sess, feeds, f"{card.path}: {label}")
-        if len(expected) != len(built.output_names) or set(actual) != set(built.output_names):
-            comparison.failures.append({"output": "*", "case": label, "problem": (
-                f"PyTorch returns {len(expected)} outputs, the ONNX model {sorted(actual)}, "
-                f"expected {built.output_names}")})
-            continue
-        for name, ref in zip(built.output_names, expected, strict=True):
-            comparison.compare(label, name, actual[name], np.asarray(ref.detach().numpy()))
-        comparison.cases += 1
-    comparison.raise_if_failed(card.name)
-    return comparison.record("pytorch model, deterministic inputs")
-
-
-def _run_source(built, feeds: dict[str, Any], card, label: str):
-    """The PyTorch model's outputs (a tuple), fed by input name; a failure is one line with what was fed."""
-    import torch
-
-    from stages.inputs import describe
-
-    try:
-        with torch.no_grad():
-            result = built.module(*(torch.from_numpy(feeds[n]) for n in built.input_names))
-    except Exception as exc:  # noqa: BLE001 - the model's own code raises anything
-        raise StagingError(f"{card.path}: the PyTorch model fails on {label} ({describe(feeds)}): "
-                           f"{type(exc).__name__}: {_summary(exc)}",
-                           fix="declare the inputs it accepts in the card (`inputs:`, see README)") from None
-    return result if isinstance(result, (tuple, list)) else (result,)
-
-
-def golden_data(built, gen, out: Path, card) -> None:
-    """test_data_set_0 beside model.onnx: the generator's batch-1 case, outputs from the PyTorch model."""
-    import numpy as np
-
-    from stages.golden import write_set
-
-    feeds = gen.feeds(gen.first())
-    result = _run_source(built, feeds, card, "golden data")
-    write_set(out, [(n, feeds[n]) for n in built.input_names],
-              [(n, np.asarray(r.detach().numpy())) for n, r in zip(built.output_names, result)])
-
-
 def stage(card, raw, out: Path, settings: dict) -> dict:
     import onnx
     import torch
 
-    from stages import onnxrt
+    from stages import golden, onnxrt
     from stages.convert import onnx_normalize
-    from stages.convert.torch_models import build
-    from stages.inputs import Inputs
+    from stages.sources import get_kind
     from stages.timing import phase
+    from stages.validate import against_source, generator
 
     torch.manual_seed(int(settings.get("seed", 0)))
     torch.set_num_threads(int(settings.get("threads", 1)))
     with tempfile.TemporaryDirectory(prefix="zoo-torch-") as work:
         with phase("build"):
-            built = build(card, raw, settings, Path(work))
-            gen = Inputs(built.inputs, card.inputs, settings, card, text=built.text, vocab=built.vocab)
+            source = get_kind(card.kind).build(card, raw, settings, Path(work))
+            gen = generator(card, source, settings)
         with phase("export"):
-            proto, exporter = _export(built, gen, settings, card)
+            proto, exporter = _export(source, gen, settings, card)
             threshold = int(float(settings["external_data_threshold_mb"]) * 1024 * 1024)
             onnx_normalize.save_stable(onnx_normalize.normalize(proto), out / "model.onnx", threshold)
         with phase("validate"):
@@ -164,21 +110,24 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
                 raise StagingError(f"{card.path}: the exported model fails onnx.checker: "
                                    f"{str(exc).splitlines()[0][:300]}",
                                    fix="an exporter bug: try the other exporter (params.yaml torch.exporter)") from None
-            validation = _validate(built, gen, out / "model.onnx", settings, card, {"threads": 1})
+            sess = onnxrt.session(out / "model.onnx", {"threads": 1})
+            runners = {"model.onnx": lambda feeds: onnxrt.run(sess, feeds, f"{card.path}")}
+            validation = against_source(card, source, gen, settings, runners, f"{source.described}, deterministic inputs",
+                                        record_files=False)
         with phase("golden"):
-            golden_data(built, gen, out, card)
-        for name, path in sorted(built.side_files.items()):
+            golden.write_source(out, card, source, gen)
+        for name, path in sorted(source.side_files.items()):
             shutil.copyfile(path, out / name)
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)
     return {
         "model": {
             **onnxrt.model_record(model),
             "exporter": exporter,
-            "parameters": int(sum(p.numel() for p in built.module.parameters())) if hasattr(built.module, "parameters") else None,
-            **built.info,
+            "parameters": int(sum(p.numel() for p in source.native.parameters())) if hasattr(source.native, "parameters") else None,
+            **source.info,
             "golden_data": f"test_data_set_0: outputs computed by PyTorch {torch.__version__}",
         },
         "validation": validation,
-        "preprocessing": built.preprocessing,
-        "labels": built.labels,
+        "preprocessing": source.preprocessing,
+        "labels": source.labels,
     }

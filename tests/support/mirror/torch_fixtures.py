@@ -19,7 +19,6 @@ torch, timm and transformers are imported inside the builders only: importing th
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import json
 import os
@@ -29,7 +28,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from stages.mirror.fixtures import Fixture
+from tests.support.mirror.common import hf_files, place, read_dir, sha256_hex
+from tests.support.mirror.fixtures import Fixture
 
 TV_MODELS = "https://download.pytorch.org/models"
 TIMM_REPO = "timm/test_efficientnet.r160_in1k"
@@ -151,28 +151,6 @@ class NotATensor:
 
 # ----------------------------------------------------------------------------- byte-stable writers
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _place(root: Path, url: str, data: bytes) -> tuple[str, str]:
-    """Put `data` where the mirror serves https `url`; returns (mirror-relative path, sha256).
-
-    Same layout as stages.mirror.fixtures.publish, but atomic and a no-op when the bytes are
-    already there: the builders may run again into a root a live mirror is serving.
-    """
-    assert url.startswith("https://"), url
-    root = Path(root)
-    rel = url[len("https://"):].split("?")[0]
-    path = root / rel
-    if not (path.is_file() and path.read_bytes() == data):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    return rel, _sha(data)
-
-
 def zip_bytes(entries: list[tuple[str, bytes]], comment: bytes = b"") -> bytes:
     """A byte-stable zip: sorted entries, fixed date, unix 0644/0755 modes, deflate level 6.
 
@@ -261,9 +239,9 @@ def _traced_cnn() -> bytes:
     """`_trace_cnn_here` run in a fresh interpreter (see `_torchscript_bytes` for why), once per process."""
     with tempfile.TemporaryDirectory(prefix="zoo-trace-") as tmp:
         out = Path(tmp) / "model.pt"
-        code = ("import sys; from pathlib import Path; from stages.mirror.torch_fixtures import _trace_cnn_here; "
+        code = ("import sys; from pathlib import Path; from tests.support.mirror.torch_fixtures import _trace_cnn_here; "
                 "Path(sys.argv[1]).write_bytes(_trace_cnn_here())")
-        package_parent = str(Path(__file__).resolve().parents[2])
+        package_parent = str(Path(__file__).resolve().parents[3])  # the project root, where `tests` lives
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)}
         proc = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -328,24 +306,12 @@ def build_torchvision(root: Path) -> Fixture:
     torch.manual_seed(11)
     model = torchvision.models.squeezenet1_1(weights=None, num_classes=1000)
     data = _torch_save(model.state_dict())
-    url = f"{TV_MODELS}/squeezenet1_1-{_sha(data)[:8]}.pth"
-    rel, sha = _place(root, url, data)
+    url = f"{TV_MODELS}/squeezenet1_1-{sha256_hex(data)[:8]}.pth"
+    rel, sha = place(root, url, data)
     return Fixture("tv-squeezenet", tv_card_for(url, sha), {rel: sha})
 
 
 # ----------------------------------------------------------------------------- Hugging Face (timm, transformers)
-
-def _hf_files(root: Path, repo: str, files: dict[str, bytes]) -> tuple[str, dict[str, str]]:
-    """Add the repo commit; return it and {mirror path of each file's resolve URL: sha256}."""
-    from stages.mirror.server import add_hf_repo
-
-    commit = add_hf_repo(Path(root), repo, files)
-    return commit, {f"huggingface.co/{repo}/resolve/{commit}/{name}": _sha(data) for name, data in sorted(files.items())}
-
-
-def _read_dir(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
 
 def build_timm(root: Path) -> Fixture:
     """`timm/test_efficientnet.r160_in1k` as timm publishes it: timm's own save_for_hf writes
@@ -359,22 +325,22 @@ def build_timm(root: Path) -> Fixture:
     model = create_model("test_efficientnet.r160_in1k", pretrained=False)
     with tempfile.TemporaryDirectory(prefix="zoo-timm-") as tmp:
         save_for_hf(model, tmp, safe_serialization=True)
-        files = _read_dir(Path(tmp))
-    commit, served = _hf_files(root, TIMM_REPO, files)
+        files = read_dir(Path(tmp))
+    commit, served = hf_files(root, TIMM_REPO, files)
     card = _card("timm-test-effnet", "timm test_efficientnet, r160_in1k config (seeded random weights, a test fixture)",
                  "apache-2.0", ["vision", "classification"],
                  {"kind": "timm", "model": "test_efficientnet.r160_in1k", "revision": commit})
     return Fixture("timm-test-effnet", card, served)
 
 
-def _bert_config(**extra):
+def bert_config(**extra):
     from transformers import BertConfig
 
     return BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                       intermediate_size=37, max_position_embeddings=64, **extra)
 
 
-def _tokenizer_files(tmp: Path) -> dict[str, bytes]:
+def tokenizer_files(tmp: Path) -> dict[str, bytes]:
     """A real WordPiece tokenizer from VOCAB: tokenizer.json, tokenizer_config.json,
     special_tokens_map.json and vocab.txt, as BertTokenizerFast.save_pretrained writes them."""
     from transformers import BertTokenizerFast
@@ -383,7 +349,7 @@ def _tokenizer_files(tmp: Path) -> dict[str, bytes]:
     vocab.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
     tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, model_max_length=64)
     tokenizer.save_pretrained(str(tmp / "tokenizer"))
-    return _read_dir(tmp / "tokenizer")
+    return read_dir(tmp / "tokenizer")
 
 
 def _bert_repo(cls_name: str, seed: int, **extra) -> dict[str, bytes]:
@@ -393,11 +359,11 @@ def _bert_repo(cls_name: str, seed: int, **extra) -> dict[str, bytes]:
 
     with tempfile.TemporaryDirectory(prefix="zoo-bert-") as tmp:
         tmp = Path(tmp)
-        files = _tokenizer_files(tmp)
+        files = tokenizer_files(tmp)
         torch.manual_seed(seed)
-        model = getattr(transformers, cls_name)(_bert_config(**extra))
+        model = getattr(transformers, cls_name)(bert_config(**extra))
         model.save_pretrained(str(tmp / "model"), safe_serialization=True)
-        files.update(_read_dir(tmp / "model"))
+        files.update(read_dir(tmp / "model"))
     return files
 
 
@@ -408,7 +374,7 @@ def _hf_card(name: str, description: str, repo: str, commit: str, task: str) -> 
 
 def build_tiny_bert(root: Path) -> Fixture:
     files = _bert_repo("BertModel", seed=13)
-    commit, served = _hf_files(root, BERT_REPO, files)
+    commit, served = hf_files(root, BERT_REPO, files)
     card = _hf_card("tiny-bert", "Tiny BERT encoder with a WordPiece tokenizer (seeded random weights, a test fixture)",
                     BERT_REPO, commit, "feature-extraction")
     return Fixture("tiny-bert", card, served)
@@ -417,7 +383,7 @@ def build_tiny_bert(root: Path) -> Fixture:
 def build_tiny_bert_cls(root: Path) -> Fixture:
     files = _bert_repo("BertForSequenceClassification", seed=14, num_labels=len(SENTIMENT), id2label=SENTIMENT,
                        label2id={v: k for k, v in SENTIMENT.items()})
-    commit, served = _hf_files(root, BERT_CLS_REPO, files)
+    commit, served = hf_files(root, BERT_CLS_REPO, files)
     card = _hf_card("tiny-bert-cls", "Tiny BERT sentiment classifier, 3 labels (seeded random weights, a test fixture)",
                     BERT_CLS_REPO, commit, "text-classification")
     return Fixture("tiny-bert-cls", card, served)
@@ -432,14 +398,14 @@ def unsafe_pickle_repo(root: Path) -> str:
     from transformers import BertModel
 
     torch.manual_seed(13)
-    model = BertModel(_bert_config())
+    model = BertModel(bert_config())
     with tempfile.TemporaryDirectory(prefix="zoo-bert-") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         config = (Path(tmp) / "config.json").read_bytes()
     state = dict(model.state_dict())
     state["zoo_fixture_payload"] = NotATensor("weights_only=False would unpickle this object")
     files = {"config.json": config, "pytorch_model.bin": _torch_save(state)}
-    commit, _ = _hf_files(root, UNSAFE_REPO, files)
+    commit, _ = hf_files(root, UNSAFE_REPO, files)
     return _hf_card("unsafe-pickle", "BERT whose pytorch_model.bin pickles a custom object (must be refused)",
                     UNSAFE_REPO, commit, "feature-extraction")
 
@@ -476,7 +442,7 @@ def _scripted_entries() -> list[tuple[str, bytes]]:
 def build_mar_scripted(root: Path) -> Fixture:
     """A TorchScript .mar: manifest without modelFile, model.pt a traced TinyCNN (no code runs)."""
     url = f"{MAR_FILES}/tiny_cnn_scripted.mar"
-    rel, sha = _place(root, url, zip_bytes(_scripted_entries()))
+    rel, sha = place(root, url, zip_bytes(_scripted_entries()))
     card = _mar_card("mar-scripted", "Small CNN as a TorchScript TorchServe archive (seeded random weights, a test fixture)",
                      url, sha)
     return Fixture("mar-scripted", card, {rel: sha})
@@ -490,7 +456,7 @@ def build_mar_eager(root: Path) -> Fixture:
                ("model.py", CNN_SOURCE.encode()),
                ("tiny_cnn.pth", _torch_save(model.state_dict()))]
     url = f"{MAR_FILES}/tiny_cnn_eager.mar"
-    rel, sha = _place(root, url, zip_bytes(entries))
+    rel, sha = place(root, url, zip_bytes(entries))
     card = _mar_card("mar-eager", "Small CNN as an eager TorchServe archive, model.py + state dict (a test fixture)",
                      url, sha, trust_code=True)
     return Fixture("mar-eager", card, {rel: sha})
@@ -502,7 +468,7 @@ EVIL_PY = b'raise SystemExit("zoo fixture: this entry must never be extracted")\
 def _bad_mar(root: Path, name: str, evil_entry: str) -> str:
     """A valid scripted .mar plus one entry that would land outside the extraction folder."""
     url = f"{MAR_FILES}/{name.replace('-', '_')}.mar"
-    _, sha = _place(root, url, zip_bytes(_scripted_entries() + [(evil_entry, EVIL_PY)]))
+    _, sha = place(root, url, zip_bytes(_scripted_entries() + [(evil_entry, EVIL_PY)]))
     return _mar_card(name, f"TorchServe archive with the entry {evil_entry} (must be refused)", url, sha)
 
 
@@ -527,7 +493,7 @@ def hub_archive() -> bytes:
 
 def _hub_card(root: Path, name: str, entrypoint: str, kwargs: dict, input_shape: list[int],
               trust_code: bool | None = True) -> tuple[str, str, str]:
-    rel, sha = _place(root, HUB_URL, hub_archive())
+    rel, sha = place(root, HUB_URL, hub_archive())
     tags = ["vision", "classification"] if entrypoint == "tiny_cnn" else ["test"]
     meta = CNN_PRE + f"labels: {_flow(CIFAR10)}\n" if entrypoint == "tiny_cnn" else \
         "preprocessing: {type: tensor, note: four numbers}\n"

@@ -2,7 +2,7 @@
 
 Its own converter (stage-tf2onnx in dvc.yaml, params `tf2onnx`, pins tf2onnx.txt) so that a
 tf2onnx upgrade reruns exactly these stages. The source model is rebuilt from the raw files by the
-same builders as the frozen-graph stage (stages.convert.tf_models) and frozen by the same
+same builder as the frozen-graph stage (the kind's `build`) and frozen by the same
 `freeze()`, and tf2onnx converts that frozen graph (`from_graph_def`), for every kind: converting a
 loaded SavedModel's signature function directly left its captured variables as extra graph inputs
 (a real TF Hub audio model: 4 inputs where the signature has 1), and one frozen graph behind both
@@ -74,7 +74,7 @@ def convert(card, source, settings: dict, graph_def, inputs: list[dict], outputs
         raise StagingError(f"{card.path}: tf2onnx {tf2onnx.__version__} cannot convert the TensorFlow op(s) "
                            f"{', '.join(missing)} (left unconverted in the graph)",
                            fix="drop the onnx target from the card's `targets:`, or add a handler for the op in "
-                               "stages/convert/tf2onnx_stage.py (HANDLERS)")
+                               "stages/convert/tf2onnx.py (HANDLERS)")
     _rename_io(proto, {i["tensor"]: i["name"] for i in inputs}, {o["tensor"]: o["name"] for o in outputs},
                card, source.text)
     return proto
@@ -142,15 +142,16 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
 
     from stages import onnxrt
     from stages.convert import onnx_normalize
-    from stages.convert.tf_models import build
+    from stages.convert.tensorflow import finish, freeze
     from stages.frameworks import import_tf
-    from stages.convert.tf_stage import _source_name, finish, freeze, generator, validate
+    from stages.sources import get_kind
     from stages.timing import phase
+    from stages.validate import against_source, generator
 
     import_tf()
     with tempfile.TemporaryDirectory(prefix="zoo-tf2onnx-") as work:
         with phase("build"):
-            source = build(card, raw, settings, Path(work))
+            source = get_kind(card.kind).build(card, raw, settings, Path(work))
             gen = generator(card, source, settings)
         with phase("freeze"):
             graph_def, inputs, outputs = freeze(card, source)
@@ -170,8 +171,8 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
             def run(feeds: dict[str, Any]) -> dict[str, Any]:
                 return onnxrt.run(sess, feeds, f"{card.path}")
 
-            validation = validate(card, source, gen, settings, {"model.onnx": run},
-                                  f"{_source_name(card)}, deterministic inputs")
+            validation = against_source(card, source, gen, settings, {"model.onnx": run},
+                                        f"{source.described}, deterministic inputs")
         finish(card, source, gen, out)
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)
     import tf2onnx

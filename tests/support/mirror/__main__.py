@@ -1,4 +1,4 @@
-"""`python -m stages.mirror --root DIR [--host H] [--port P] [--port-file F]`: serve until signalled.
+"""`python -m tests.support.mirror --root DIR [--host H] [--port P] [--port-file F]`: serve until signalled.
 
 The port is written to F atomically (temp file, then rename) so a launcher polling for F never
 reads a half-written number; the banner line is flushed so a parent reading stdout sees it at once.
@@ -13,11 +13,11 @@ import sys
 import threading
 from pathlib import Path
 
-from stages.mirror.server import MirrorServer
+from tests.support.mirror.server import MirrorServer
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m stages.mirror", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.support.mirror", description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="fixture directory laid out as ROOT/HOST/PATH")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
