@@ -81,12 +81,13 @@ def _check_dvc_yaml(root: Path, cards) -> None:
                                fix="restore dvc.yaml from git (`git checkout -- dvc.yaml`)")
 
     pipeline = load_yaml(root / "dvc.yaml", Path("dvc.yaml"), what="dvc.yaml", error=unreadable)
-    stages = (pipeline if isinstance(pipeline, dict) else {}).get("stages") or {}
+    stages = (pipeline if isinstance(pipeline, dict) else {}).get("stages")
+    stages = stages if isinstance(stages, dict) else {}
     for card in cards:
         for target in (card.format, *card.targets):
             converter = for_card(card, target)
-            block = stages.get(converter.stage) or {}
-            if block.get("foreach") != f"${{converters.{converter.name}}}":
+            block = stages.get(converter.stage)
+            if not isinstance(block, dict) or block.get("foreach") != f"${{converters.{converter.name}}}":
                 raise IndexStaleError(f"dvc.yaml has no `{converter.stage}` block iterating "
                                       f"${{converters.{converter.name}}} (needed by {card.path})",
                                       fix="restore the block from the README's pipeline section")

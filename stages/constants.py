@@ -97,7 +97,9 @@ def http_retries() -> int:
 
 
 def retry_backoff() -> float:
-    """ZOO_RETRY_BACKOFF: first backoff in seconds, doubled at each retry."""
+    """ZOO_RETRY_BACKOFF: the backoff factor in seconds. Requests (urllib3's Retry) retry the first
+    time at once, then wait 2x, 4x, 8x it (a Retry-After header wins); resuming a body cut short waits
+    1x, 2x, 4x it."""
     return _float("ZOO_RETRY_BACKOFF", 1.0)
 
 

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from annotated_types import Ge, MinLen
-from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, PlainSerializer, StringConstraints, ValidationError,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from stages.errors import CardError
@@ -191,7 +192,8 @@ def shape(example: str = "[1, 3, 224, 224] (the leading dim is the batch)") -> A
 
 def mapping(example: str, values: tuple[type, ...] | None = None, what: str = "a mapping") -> Any:
     """A mapping of names to values (`kwargs: {alpha: 0.35}`), kept as a sorted tuple of (name, value)
-    pairs so the spec stays frozen; `values` restricts the values' types (None: anything)."""
+    pairs so the spec stays frozen, and dumped as a mapping again (the pins the index and the
+    manifest record); `values` restricts the values' types (None: anything)."""
 
     def check(value: Any) -> tuple[tuple[str, Any], ...]:
         if not isinstance(value, dict) or not all(
@@ -200,7 +202,8 @@ def mapping(example: str, values: tuple[type, ...] | None = None, what: str = "a
         return tuple(sorted(value.items()))
 
     shown = dict[str, Any] if values is None else dict[str, typing.Union[values]]
-    return Annotated[tuple[tuple[str, Any], ...], BeforeValidator(check, json_schema_input_type=shown)]
+    return Annotated[tuple[tuple[str, Any], ...], BeforeValidator(check, json_schema_input_type=shown),
+                     PlainSerializer(dict, return_type=shown)]
 
 
 Shape = shape()

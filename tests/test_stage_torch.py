@@ -139,6 +139,24 @@ def test_export_is_byte_stable_across_processes(mirror, torch_cards, tmp_path, n
     assert all("tensorflow" not in r["heavy_modules"] and "torch" in r["heavy_modules"] for r in runs)
 
 
+def test_staged_bytes_do_not_name_where_the_registry_code_lives(mirror, torch_cards, tmp_path):
+    """torch's dynamo exporter writes every module's qualified name into the nodes' metadata. The
+    Hugging Face wrapper's name is pinned (stages.sources.huggingface.WRAPPER_*), so moving the
+    registry's own code does not change staged bytes (it did once: the restructure that moved the
+    builders into stages/sources/ changed tiny-bert's model.onnx until the name was pinned)."""
+    import onnx
+
+    from stages.sources import huggingface
+
+    root = make_root(tmp_path, {"onnx/tiny-bert": torch_cards["tiny-bert"].card})
+    fetch_and_stage(root, "tiny-bert")
+    model = onnx.load(str(root / "registry/onnx/tiny-bert/model.onnx"), load_external_data=False)
+    values = [p.value for n in model.graph.node for p in n.metadata_props]
+    pinned = f"{huggingface.WRAPPER_MODULE}.{huggingface.WRAPPER_QUALNAME}"
+    assert values and any(pinned in v for v in values)
+    assert not [v for v in values if "stages.sources" in v or "stages.convert.torch." in v]
+
+
 def test_external_data_above_the_threshold(mirror, torch_cards, tmp_path):
     root = make_root(tmp_path, {"onnx/tv-squeezenet": torch_cards["tv-squeezenet"].card})
     set_param(root, "external_data_threshold_mb", "0")

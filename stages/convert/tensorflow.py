@@ -230,19 +230,30 @@ def finish(card, source, gen, out: Path) -> None:
         shutil.copyfile(path, out / name)
 
 
-def stage(card, raw, out: Path, settings: dict) -> dict:
+def build_and_freeze(card, raw, settings: dict, work: Path):
+    """What both TensorFlow-side converters start from: the kind's source model, its input generator
+    and its frozen graph (GraphDef, inputs, outputs)."""
     from stages.frameworks import import_tf
     from stages.sources import get_kind
     from stages.timing import phase
-    from stages.validate import against_source, generator
+    from stages.validate import generator
 
     import_tf()
+    with phase("build"):
+        source = get_kind(card.kind).build(card, raw, settings, work)
+        gen = generator(card, source, settings)
+    with phase("freeze"):
+        graph_def, inputs, outputs = freeze(card, source)
+    return source, gen, graph_def, inputs, outputs
+
+
+def stage(card, raw, out: Path, settings: dict) -> dict:
+    from stages.timing import phase
+    from stages.validate import against_source
+
     with tempfile.TemporaryDirectory(prefix="zoo-tf-") as work:
-        with phase("build"):
-            source = get_kind(card.kind).build(card, raw, settings, Path(work))
-            gen = generator(card, source, settings)
+        source, gen, graph_def, inputs, outputs = build_and_freeze(card, raw, settings, Path(work))
         with phase("freeze"):
-            graph_def, inputs, outputs = freeze(card, source)
             write_graph(graph_def, out / "model.pb")
         runners = {}
         if source.keras_model is not None:

@@ -142,19 +142,12 @@ def stage(card, raw, out: Path, settings: dict) -> dict:
 
     from stages import onnxrt
     from stages.convert import onnx_normalize
-    from stages.convert.tensorflow import finish, freeze
-    from stages.frameworks import import_tf
-    from stages.sources import get_kind
+    from stages.convert.tensorflow import build_and_freeze, finish
     from stages.timing import phase
-    from stages.validate import against_source, generator
+    from stages.validate import against_source
 
-    import_tf()
     with tempfile.TemporaryDirectory(prefix="zoo-tf2onnx-") as work:
-        with phase("build"):
-            source = get_kind(card.kind).build(card, raw, settings, Path(work))
-            gen = generator(card, source, settings)
-        with phase("freeze"):
-            graph_def, inputs, outputs = freeze(card, source)
+        source, gen, graph_def, inputs, outputs = build_and_freeze(card, raw, settings, Path(work))
         with phase("tf2onnx"):
             proto = convert(card, source, settings, graph_def, inputs, outputs)
             model = onnx_normalize.canonical_names(

@@ -72,12 +72,6 @@ class KerasApplication(SourceKind):
         return [RemoteFile("weights", name, file_hash, url=url)]
 
     @classmethod
-    def pins(cls, spec: KerasSpec) -> dict[str, Any]:
-        pins = super().pins(spec)
-        pins["kwargs"] = dict(spec.kwargs)
-        return pins
-
-    @classmethod
     def pin(cls, source, pinner, changes: list[str]) -> None:
         """Hash the weight file Keras names (Keras publishes md5s, or nothing, for most)."""
         from stages.sources.pinning import missing_sha, pin_sha256

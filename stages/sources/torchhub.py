@@ -68,12 +68,6 @@ class TorchHub(SourceKind):
         return files
 
     @classmethod
-    def pins(cls, spec: TorchHubSpec) -> dict[str, Any]:
-        pins = super().pins(spec)
-        pins["kwargs"] = dict(spec.kwargs)
-        return pins
-
-    @classmethod
     def pin(cls, source, pinner, changes: list[str]) -> None:
         """A branch or tag `ref:` becomes its commit, and the archive at that commit is hashed."""
         from stages.sources.pinning import COMMIT_RE, pin_sha256, ref
