@@ -1,6 +1,6 @@
 """`zoo check`: the registry's files agree with each other, without running anything.
 
-The cards parse; registry/index.json, dvc.yaml's converter blocks and their computed code deps,
+The cards parse; registry/index.json, the pipeline shards (registry/_pipeline/) with their code deps,
 and registry/card.schema.json are what `zoo index` writes from them; no pipeline output is
 tracked by git; every card declares what its source does not describe; no manifest is left
 without its card. CI runs it first (`make check`).
@@ -68,29 +68,11 @@ def _check_metadata(cards) -> None:
 
 
 def _check_dvc_yaml(root: Path, cards) -> None:
-    """Every converter a card uses must have its foreach block in dvc.yaml, and no output of the
-    pipeline may be in git (its bytes belong to DVC; DVC refuses to restage an output git tracks).
-    The blocks' deps are checked by index.check: `zoo index` writes them."""
-    from stages.convert import for_card
+    """No output of the pipeline may be in git (its bytes belong to DVC; DVC refuses to restage an
+    output git tracks). The shards and their deps are checked by index.check: `zoo index` writes them."""
     from stages.errors import IndexStaleError
     from stages.index import tracked_outputs
-    from stages.yamlio import load_yaml
 
-    def unreadable(where, problem, fix):
-        return IndexStaleError(f"dvc.yaml: {where + ': ' if where else ''}{problem}",
-                               fix="restore dvc.yaml from git (`git checkout -- dvc.yaml`)")
-
-    pipeline = load_yaml(root / "dvc.yaml", Path("dvc.yaml"), what="dvc.yaml", error=unreadable)
-    stages = (pipeline if isinstance(pipeline, dict) else {}).get("stages")
-    stages = stages if isinstance(stages, dict) else {}
-    for card in cards:
-        for target in (card.format, *card.targets):
-            converter = for_card(card, target)
-            block = stages.get(converter.stage)
-            if not isinstance(block, dict) or block.get("foreach") != f"${{converters.{converter.name}}}":
-                raise IndexStaleError(f"dvc.yaml has no `{converter.stage}` block iterating "
-                                      f"${{converters.{converter.name}}} (needed by {card.path})",
-                                      fix="restore the block from the README's pipeline section")
     tracked = tracked_outputs(root)
     if tracked:
         (first, count), more = next(iter(tracked.items())), len(tracked) - 1

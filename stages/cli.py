@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,8 +36,11 @@ def _cmd_index(args) -> int:
     from stages import index
 
     changed = index.write(args.root)
-    print(f"{index.INDEX}, {index.CARD_SCHEMA} and dvc.yaml's artifacts and converter deps "
-          f"{'updated' if changed else 'already up to date'}")
+    from stages.indexfile import read
+
+    shards = read(args.root)["shards"]
+    print(f"{index.INDEX}, {index.CARD_SCHEMA}, the pipeline shards ({shards} under registry/_pipeline/) and "
+          f"dvc.yaml's artifacts {'updated' if changed else 'already up to date'}")
     return 0
 
 
@@ -153,6 +157,24 @@ def _cmd_gc(args) -> int:
     return 0
 
 
+def _cmd_repro(args) -> int:
+    from stages.errors import ExitCode, StagingError
+    from stages.repro import repro, summary, table
+
+    results, merge_error = repro(args.root, args.targets, workers=args.workers or (None if args.scheduler else os.cpu_count()),
+                    scheduler=args.scheduler, isolation=args.isolation, keep_going=not args.fail_fast,
+                    memory_limit=args.memory_limit)
+    if results:
+        sys.stdout.write(table(results))
+        ok, failed = summary(results)
+        print(f"zoo repro: {ok} card(s) staged, {failed} failed" + (
+            " (rerun `zoo repro` to retry them; `dvc repro` runs them on one core)" if failed else ""), flush=True)
+    if merge_error:
+        raise StagingError(f"{args.root}: the final `dvc repro` here failed: {merge_error}",
+                           fix="run `dvc repro` in the checkout to see why; what the workers staged is in the cache")
+    return int(ExitCode.STAGING) if results and summary(results)[1] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="A git + DVC model registry.")
     parser.add_argument("--version", action="version", version=f"zoo {__version__}")
@@ -208,6 +230,22 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("names", nargs="*", help="card names (default: every card)")
     up.add_argument("--json", action="store_true", help="machine-readable output")
     up.set_defaults(func=_cmd_upstream)
+    rep = sub.add_parser("repro", help="restage what is stale in parallel on Dask (a local cluster or yours), "
+                                       "merged through DVC's run-cache; `dvc repro` stays the one-core way")
+    rep.add_argument("targets", nargs="*", help="card names (resnet50, onnx/resnet50, <name>-onnx) or DVC stage "
+                                                "addresses (default: every stale stage)")
+    where = rep.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="start a local Dask cluster of N single-threaded worker "
+                                                   "processes (default: the number of cores)")
+    where.add_argument("--scheduler", help="use a running Dask cluster, e.g. tcp://10.0.0.5:8786")
+    rep.add_argument("--isolation", choices=("cache", "remote"), help="cache: tasks share this checkout's DVC "
+                     "cache (default with --workers); remote: tasks share nothing but the DVC remote (default "
+                     "with --scheduler)")
+    rep.add_argument("--fail-fast", action="store_true", help="stop at the first failing card (default: keep going)")
+    rep.add_argument("--keep-going", action="store_true", help="the default: one failing card never stops the others")
+    rep.add_argument("--memory-limit", help="per worker, e.g. 6GB: passed to Dask's workers, and a task whose "
+                                            "processes exceed it is killed and reported")
+    rep.set_defaults(func=_cmd_repro)
     return parser
 
 

@@ -9,6 +9,8 @@ session's urllib3 `Retry` retries connection errors, 5xx and 429 with exponentia
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import logging
 import os
@@ -300,8 +302,6 @@ def download_hf(repo: str, revision: str, filename: str, dest: Path, sha256: str
     import tempfile
 
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
 
     from stages.files import sha256_file
 
@@ -309,21 +309,9 @@ def download_hf(repo: str, revision: str, filename: str, dest: Path, sha256: str
     where = f"{endpoint}/{repo}/resolve/{revision}/{filename}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.hf-") as cache:
-        try:
+        with hub_errors(where, repo, revision, filename):
             path = Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache, endpoint=endpoint,
                                         etag_timeout=constants.http_timeout()[1]))
-        except RepositoryNotFoundError:
-            raise HTTPStatusError(where, 404, f"Hugging Face repo {repo!r} not found (or private/gated)",
-                                  fix="check `repo:` in the card; gated repos need HF_TOKEN") from None
-        except RevisionNotFoundError:
-            raise HTTPStatusError(where, 404, f"revision {revision} not found in {repo}",
-                                  fix="pin a commit that exists in the repo's history") from None
-        except EntryNotFoundError:
-            raise HTTPStatusError(where, 404, f"{filename!r} not found in {repo} at {revision}",
-                                  fix="check `file:` against the repo's file list at that commit") from None
-        except HfHubHTTPError as exc:
-            status = getattr(exc.response, "status_code", 0) or 0
-            raise _status_error(where, where, status) from None
         actual = sha256_file(path)
         if sha256 is not None and actual != sha256:
             raise HashMismatchError(where, sha256, actual, path.stat().st_size)
@@ -336,6 +324,32 @@ def download_hf(repo: str, revision: str, filename: str, dest: Path, sha256: str
         finally:
             tmp.unlink(missing_ok=True)
         return dest.stat().st_size, actual
+
+
+@contextlib.contextmanager
+def hub_errors(where: str, repo: str, revision: str, filename: str | None = None):
+    """huggingface_hub's errors (a file or the API) as the registry's one-line fetch errors."""
+    import requests
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    try:
+        yield
+    except RepositoryNotFoundError:
+        raise HTTPStatusError(where, 404, f"Hugging Face repo {repo!r} not found (or private/gated)",
+                              fix="check `repo:` in the card; gated repos need HF_TOKEN") from None
+    except RevisionNotFoundError:
+        raise HTTPStatusError(where, 404, f"revision {revision} not found in {repo}",
+                              fix="pin a commit that exists in the repo's history") from None
+    except EntryNotFoundError:
+        raise HTTPStatusError(where, 404, f"{filename!r} not found in {repo} at {revision}",
+                              fix="check `file:` against the repo's file list at that commit") from None
+    except HfHubHTTPError as exc:
+        status = getattr(exc.response, "status_code", 0) or 0
+        raise _status_error(where, where, status) from None
+    except (requests.ConnectionError, requests.Timeout) as exc:  # the hub unreachable: a fetch problem, not a bug
+        raise FetchError(where, f"connection failed: {describe(exc).split(':')[0]}",
+                         fix="check the network, proxy or ZOO_MIRROR") from None
 
 
 def git_blob_sha1(path: Path) -> str:

@@ -1,16 +1,17 @@
-"""registry/index.json: what dvc.yaml's `foreach` blocks iterate over, generated from the cards.
+"""registry/index.json and the pipeline shards, generated from the cards.
 
-Adding a model is adding a card and running `zoo index`; nobody edits dvc.yaml per model.
+Adding a model is adding a card and running `zoo index`; nobody edits a pipeline file per model.
+The index lists every card (its file, format, kind, pins and pipeline shard, `dvcfile`) and which
+converter stages it; `zoo index` renders from it the shards, registry/_pipeline/<NNNN>/dvc.yaml
+(stages/shards.py), with each converter block's `deps:` (the card, its raw folder, the code the
+stage runs as computed by stages.deps, then the converter's pins files), so a code change reruns
+exactly the stages that run that code; and the root dvc.yaml's `artifacts:` section.
+
 The fetch stage of a card depends on its pins only, not on the card file, so editing a card's
 description restages it but never downloads again. It does so through its command line:
 `zoo fetch <card> --pins <pins>`, where `pins` is a short hash of the card's source pins. A
-changed command reruns a DVC stage, and a string in the command costs DVC nothing to compare,
-where a params dependency into this file costs a parse and a tree walk per stage.
-`zoo check` fails when this file is out of date.
-
-`zoo index` also writes dvc.yaml's generated parts: its `artifacts:` section, and each converter
-block's `deps:` (the card, its raw folder, the code the stage runs as computed by stages.deps,
-then the converter's pins files), so a code change reruns exactly the stages that run that code.
+changed command reruns a DVC stage, and a string in the command costs DVC nothing to compare.
+`zoo check` fails when any of these files is out of date.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from stages.card import Card, find_cards, load_card
 from stages.convert import CONVERTERS, for_card
 from stages.errors import CardError, IndexStaleError
 from stages.files import dumps_stable, write_text_atomic
+from stages.indexfile import INDEX, pins_hash, strip_none
 from stages.sources import get_kind
 
-INDEX = Path("registry") / "index.json"
 # The cards' JSON Schema (`zoo schema`), for editors: `# yaml-language-server: $schema=../card.schema.json`
 CARD_SCHEMA = Path("registry") / "card.schema.json"
 PACKAGE = __name__.partition(".")[0]
@@ -35,14 +36,6 @@ PACKAGE = __name__.partition(".")[0]
 # stage_roots). cli.py (and __main__.py, which only calls it) is a dispatcher importing every
 # command's module: walking it would make every stage depend on everything, so it is no root.
 STAGE_ROOTS = (PACKAGE, f"{PACKAGE}.pipeline")
-
-
-def _strip_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, (list, tuple)):  # JSON has no tuples: compare pins as they read back
-        return [_strip_none(v) for v in value]
-    return value
 
 
 def load_all(root: Path) -> list[Card]:
@@ -72,20 +65,17 @@ def card_schema_text() -> str:
     return dumps(json_schema())
 
 
-def pins_hash(pins: dict[str, Any]) -> str:
-    """A short, stable fingerprint of a card's source pins (what its fetch stage's command carries)."""
-    import hashlib
-
-    return hashlib.sha256(dumps_stable(pins).encode()).hexdigest()[:16]
-
-
 def build(cards: list[Card]) -> dict[str, Any]:
-    index: dict[str, Any] = {"cards": {}, "converters": {name: {} for name in CONVERTERS}}
+    from stages import shards
+
+    count = shards.shard_count(len(cards))
+    index: dict[str, Any] = {"cards": {}, "converters": {name: {} for name in CONVERTERS}, "shards": count}
     for card in sorted(cards, key=lambda c: c.name):
         kind = get_kind(card.kind)
         card_file = card.path.as_posix()
-        pins = _strip_none(kind.pins(card.source))
-        index["cards"][card.name] = {"card": card_file, "format": card.format, "kind": card.kind,
+        pins = strip_none(kind.pins(card.source))
+        index["cards"][card.name] = {"card": card_file, "dvcfile": shards.dvcfile(card.name, count),
+                                     "format": card.format, "kind": card.kind,
                                      "source": pins, "pins": pins_hash(pins)}
         for target in (card.format, *card.targets):
             index["converters"][for_card(card, target).name][card.name] = {"card": card_file, "format": target}
@@ -136,23 +126,15 @@ def code_deps(root: Path) -> dict[str, list[str]]:
 
 
 def stage_deps(root: Path) -> dict[str, list[str]]:
-    """Per converter block of dvc.yaml: its whole `deps:` list, as `zoo index` writes it."""
+    """Per converter block of the shards: its whole `deps:` list, as `zoo index` writes it."""
     code = code_deps(root)
     return {c.stage: ["${item.card}", "registry/_raw/${key}", *code[name], *c.pins] for name, c in CONVERTERS.items()}
-
-
-def _blocks(pipeline) -> dict[str, Any]:
-    """dvc.yaml's converter blocks that exist (`zoo check` names a missing one on its own)."""
-    stages = pipeline.get("stages") or {}
-    names = {c.stage for c in CONVERTERS.values()}
-    return {name: block["do"] for name, block in stages.items()
-            if name in names and isinstance(block, dict) and isinstance(block.get("do"), dict)}
 
 
 def _dvc_yaml(root: Path):
     from stages.yamlio import RoundTrip
 
-    yaml = RoundTrip(indent=(2, 4, 2))  # the hand-written pipeline keeps its comments and order
+    yaml = RoundTrip(indent=(2, 4, 2))  # the hand-written root pipeline keeps its comments and order
     path = root / "dvc.yaml"
 
     def unreadable(problem: str) -> IndexStaleError:
@@ -166,6 +148,8 @@ def _dvc_yaml(root: Path):
                               "--root / set ZOO_ROOT), or restore dvc.yaml from git") from None
     except UnicodeDecodeError as exc:
         raise unreadable(str(exc).splitlines()[0][:200]) from None
+    if pipeline is None:
+        pipeline = {}
     if not isinstance(pipeline, dict):
         raise IndexStaleError(f"{path}: not a mapping", fix="restore dvc.yaml from git (`git checkout -- dvc.yaml`)")
     return yaml, pipeline
@@ -175,21 +159,51 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def _unsharded(pipeline) -> list[str]:
+    """The root dvc.yaml's card stages of the unsharded layout (foreach blocks over the index)."""
+    from stages.shards import stage_names
+
+    stages = pipeline.get("stages") or {}
+    return [name for name in stages if name in stage_names()] if isinstance(stages, dict) else []
+
+
+def _pipeline(root: Path, cards: list[Card]) -> tuple[dict, dict[str, str], dict[str, str]]:
+    """The index, the shards' texts and {card name: its shard dvc.yaml}."""
+    from stages import shards
+
+    built = build(cards)
+    where = {name: entry["dvcfile"] for name, entry in built["cards"].items()}
+    return built, shards.render(built, stage_deps(root)), where
+
+
 def write(root: Path) -> bool:
-    """Write the index, dvc.yaml's artifacts section and its converter blocks' deps; returns
-    whether anything changed. Also writes registry/card.schema.json, the cards' JSON Schema."""
+    """Write the index, the pipeline shards (moving lock entries of cards whose shard changed) and
+    the root dvc.yaml's artifacts section; returns whether anything changed. Also writes
+    registry/card.schema.json, the cards' JSON Schema. A root dvc.yaml of the unsharded layout
+    loses its card stages (and its `vars:` of the index): their lock entries move to the shards."""
+    from stages import shards
+
     cards = load_all(root)
     yaml, pipeline = _dvc_yaml(root)  # read before anything is written: no half-updated registry
+    built, texts, where = _pipeline(root, cards)
     changed = False
-    for path, text in ((root / INDEX, dumps_stable(build(cards))), (root / CARD_SCHEMA, card_schema_text())):
+    for path, text in ((root / INDEX, dumps_stable(built)), (root / CARD_SCHEMA, card_schema_text())):
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             write_text_atomic(path, text)
             changed = True
-    edited, computed = False, stage_deps(root)
-    for stage, do in _blocks(pipeline).items():
-        if _plain(do.get("deps")) != computed[stage]:
-            do["deps"] = computed[stage]
-            edited = True
+    changed |= shards.write(root, texts, where, {name: e["pins"] for name, e in built["cards"].items()})
+    edited = False
+    for name in _unsharded(pipeline):
+        del pipeline["stages"][name]
+        edited = True
+    if "stages" in pipeline and not pipeline["stages"]:
+        del pipeline["stages"]
+    varlist = pipeline.get("vars")
+    if isinstance(varlist, list) and INDEX.as_posix() in varlist:
+        varlist.remove(INDEX.as_posix())
+        if not varlist:
+            del pipeline["vars"]
+        edited = True
     wanted = artifacts(cards)
     if _plain(pipeline.get("artifacts") or {}) != wanted:
         if wanted:
@@ -204,9 +218,12 @@ def write(root: Path) -> bool:
 
 
 def check(root: Path) -> None:
+    from stages import shards
+
     cards = load_all(root)
+    built, texts, where = _pipeline(root, cards)
     path = root / INDEX
-    if not path.exists() or path.read_text(encoding="utf-8") != dumps_stable(build(cards)):
+    if not path.exists() or path.read_text(encoding="utf-8") != dumps_stable(built):
         raise IndexStaleError(f"{INDEX} does not match the cards in registry/",
                               fix="run `zoo index` and commit the result")
     path = root / CARD_SCHEMA
@@ -214,26 +231,45 @@ def check(root: Path) -> None:
         raise IndexStaleError(f"{CARD_SCHEMA} does not match the card schema (`zoo schema`: stages/card.py and "
                               "the source kinds)", fix="run `zoo index` and commit the result")
     pipeline = _dvc_yaml(root)[1]
+    unsharded = _unsharded(pipeline)
+    if unsharded:
+        raise IndexStaleError(f"dvc.yaml: `{unsharded[0]}` is a card stage of the unsharded layout (the cards' "
+                              f"stages live in {shards.PIPELINE_DIR}/)", fix="run `zoo index` (it moves them and "
+                              "their lock entries) and commit the result")
     if _plain(pipeline.get("artifacts") or {}) != artifacts(cards):
         raise IndexStaleError("dvc.yaml's artifacts section does not match the cards in registry/",
                               fix="run `zoo index` and commit the result")
-    check_deps(root, pipeline)
+    check_deps(root)
+    shards.check(root, texts, where)
 
 
-def check_deps(root: Path, pipeline=None) -> None:
-    """Each converter block's deps must be what `zoo index` computes from the code as it is now:
-    a module a stage runs but does not depend on would let DVC keep outputs of older code."""
-    pipeline = _dvc_yaml(root)[1] if pipeline is None else pipeline
+def check_deps(root: Path) -> None:
+    """Each shard's converter blocks' deps must be what `zoo index` computes from the code as it is
+    now: a module a stage runs but does not depend on would let DVC keep outputs of older code."""
+    from stages import shards
+    from stages.yamlio import load_yaml
+
     wanted = stage_deps(root)
-    for stage, do in _blocks(pipeline).items():
-        listed = _plain(do.get("deps")) or []
-        if listed != wanted[stage]:
-            missing = [d for d in wanted[stage] if d not in listed]
-            extra = [d for d in listed if d not in wanted[stage]]
-            what = "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "",
-                                               f"not run by it {', '.join(extra)}" if extra else "") if part)
-            raise IndexStaleError(f"dvc.yaml's `{stage}` deps do not match the code it runs ({what or 'order'})",
-                                  fix="run `zoo index` and commit the result")
+    for rel, folder in shards.on_disk(root).items():
+        if not (folder / "dvc.yaml").is_file():
+            continue
+
+        def unreadable(where, problem, fix, rel=rel):
+            return IndexStaleError(f"{rel}: {where + ': ' if where else ''}{problem}", fix="run `zoo index`")
+
+        data = load_yaml(folder / "dvc.yaml", Path(rel), what="pipeline shard", error=unreadable)
+        blocks = (data.get("stages") if isinstance(data, dict) else None) or {}
+        for stage, block in blocks.items() if isinstance(blocks, dict) else ():
+            if stage not in wanted or not isinstance(block, dict) or not isinstance(block.get("do"), dict):
+                continue
+            listed = block["do"].get("deps") or []
+            if listed != wanted[stage]:
+                missing = [d for d in wanted[stage] if d not in listed]
+                extra = [d for d in listed if d not in wanted[stage]]
+                what = "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "",
+                                                   f"not run by it {', '.join(extra)}" if extra else "") if part)
+                raise IndexStaleError(f"{rel}'s `{stage}` deps do not match the code it runs ({what or 'order'})",
+                                      fix="run `zoo index` and commit the result")
 
 
 def tracked_outputs(root: Path) -> dict[str, int]:
@@ -254,24 +290,7 @@ def tracked_outputs(root: Path) -> dict[str, int]:
     found: dict[str, int] = {}
     for path in proc.stdout.decode(errors="replace").split("\0") if proc.returncode == 0 else ():
         parts = path.split("/")
-        if len(parts) >= 4 and parts[0] == "registry":  # cards, manifests, .gitignore files are shallower
+        if len(parts) >= 4 and parts[0] == "registry" and parts[1] != "_pipeline":  # cards, manifests are shallower
             folder = "/".join(parts[:3])
             found[folder] = found.get(folder, 0) + 1
     return found
-
-
-def read(root: Path) -> dict[str, Any]:
-    try:
-        return json.loads((root / INDEX).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IndexStaleError(f"{INDEX} is missing", fix="run `zoo index` and commit the result") from None
-
-
-def check_card_pins(root: Path, card: Card, pins: str | None = None) -> None:
-    """A stage reads the card but DVC tracked the index's pins (and the fetch command's): all must agree."""
-    entry = read(root)["cards"].get(card.name)
-    expected = _strip_none(get_kind(card.kind).pins(card.source))
-    if (entry is None or entry.get("source") != expected or entry.get("card") != card.path.as_posix()
-            or (pins is not None and pins != pins_hash(expected))):
-        raise IndexStaleError(f"{INDEX} is out of date for {card.path}",
-                              fix="run `zoo index`, commit it, then `dvc repro`")

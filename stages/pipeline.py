@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages import index
+from stages import indexfile
 from stages.card import Card, load_card
 from stages.errors import StagingError
 from stages.fetch import download, download_hf
@@ -32,7 +32,7 @@ class RawFolder:
             record = json.loads((path / FETCH_RECORD).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise StagingError(f"{path}: raw files of {card.name} are missing",
-                               fix=f"run `dvc repro fetch@{card.name}` or `dvc pull {path.as_posix()}`") from None
+                               fix=f"run `dvc repro {_fetch_stage(path)}` or `dvc pull {path.as_posix()}`") from None
         return cls(path, tuple(record["files"]))
 
     def has(self, role: str) -> bool:
@@ -44,7 +44,7 @@ class RawFolder:
     def file_named(self, filename: str) -> Path:
         entry = next((f for f in self.files if f["filename"] == filename), None)
         if entry is None:
-            raise StagingError(f"{self.path}: no raw file {filename}", fix=f"refetch: `dvc repro --force fetch@{self.path.name}`")
+            raise StagingError(f"{self.path}: no raw file {filename}", fix=f"refetch: `dvc repro --force {_fetch_stage(self.path)}`")
         return self.verified(entry)
 
     def all(self, role: str) -> list[Path]:
@@ -54,8 +54,13 @@ class RawFolder:
         path = self.path / entry["filename"]
         if not path.is_file() or sha256_file(path) != entry["sha256"]:
             raise StagingError(f"{path}: raw file does not match its pinned sha256 {entry['sha256']}",
-                               fix=f"refetch it: `dvc repro --force fetch@{self.path.name}`")
+                               fix=f"refetch it: `dvc repro --force {_fetch_stage(self.path)}`")
         return path
+
+
+def _fetch_stage(raw: Path) -> str:
+    """The fetch stage's DVC address for a raw folder registry/_raw/<name>."""
+    return indexfile.address_of(raw.parents[2] if len(raw.parents) > 2 else Path("."), raw.name, "fetch")
 
 
 def fetch_card(root: Path, card_path: Path, pins: str | None = None) -> Path:
@@ -64,7 +69,7 @@ def fetch_card(root: Path, card_path: Path, pins: str | None = None) -> Path:
     `pins` is the fingerprint the DVC stage's command carries; it must match the card.
     """
     card = load_card(card_path, root)
-    index.check_card_pins(root, card, pins)
+    indexfile.check_card_pins(root, card, pins)
     files = get_kind(card.kind).remote_files(card.source)
     dest = root / card.raw_dir
     partial = root / ".dvc" / "tmp" / "zoo-partial" if (root / ".dvc").is_dir() else None
@@ -231,7 +236,7 @@ def stage_card(root: Path, card_path: Path, target: str | None = None) -> Path:
     from stages.convert import for_card
 
     card = load_card(card_path, root)
-    index.check_card_pins(root, card)
+    indexfile.check_card_pins(root, card)
     fmt = target or card.format
     if fmt != card.format and fmt not in card.targets:
         raise StagingError(f"{card.path}: {fmt!r} is not one of the card's targets ({', '.join((card.format, *card.targets))})",

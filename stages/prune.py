@@ -28,19 +28,20 @@ def _drop_gitignore_line(gitignore: Path, entry: str) -> None:
 
 
 def _drop_lock_entries(root: Path, name: str) -> list[str]:
+    """The model's entries in every dvc.lock (its shard's, and the root one of the unsharded layout)."""
+    from stages.shards import lock_files
     from stages.yamlio import RoundTrip
 
-    lock = root / "dvc.lock"
-    if not lock.exists():
-        return []
-    yaml = RoundTrip()
-    data = yaml.load(lock.read_text(encoding="utf-8"))
-    stages = data.get("stages") or {}
-    dropped = [key for key in list(stages) if re.fullmatch(rf"[a-z0-9-]+@{re.escape(name)}", key)]
-    for key in dropped:
-        del stages[key]
-    if dropped:
-        write_text_atomic(lock, yaml.dumps(data))
+    yaml, dropped = RoundTrip(), []
+    for lock in lock_files(root):
+        data = yaml.load(lock.read_text(encoding="utf-8")) or {}
+        stages = data.get("stages") or {}
+        here = [key for key in list(stages) if re.fullmatch(rf"[a-z0-9-]+@{re.escape(name)}", key)]
+        for key in here:
+            del stages[key]
+        if here:
+            write_text_atomic(lock, yaml.dumps(data))
+            dropped += [f"{lock.relative_to(root).as_posix()}: {key}" for key in here]
     return dropped
 
 
@@ -61,7 +62,7 @@ def remove_model(root: Path, name: str) -> list[str]:
         remove(raw)
         removed.append(raw.relative_to(root).as_posix())
     _drop_gitignore_line(raw.parent / ".gitignore", f"/{name}")
-    removed += [f"dvc.lock: {key}" for key in _drop_lock_entries(root, name)]
+    removed += _drop_lock_entries(root, name)
     if not removed:
         raise ModelNotFound(f"registry/*/{name}.yaml: no model named {name!r}", fix="check `ls registry/*/`")
     index.write(root)

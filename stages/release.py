@@ -48,7 +48,7 @@ def check_releasable(root: Path) -> gitio.Snapshot:
     stale = _dvc_json(root, "status", what="the pipeline")
     if stale:
         raise ReleaseRefused(f"stale DVC stages: {_short_list(sorted(stale))}",
-                             fix="run `dvc repro`, commit dvc.lock and the manifests, then release")
+                             fix="run `dvc repro`, commit the shards' dvc.lock files (registry/_pipeline/) and the manifests, then release")
     snap = gitio.snapshot(root, "HEAD")
     unstaged = sorted(gitio.expected_artifacts(snap.index) - set(snap.manifests))
     if unstaged:

@@ -1,15 +1,30 @@
-"""`make bench`: pipeline overhead for 200 generated ONNX-zoo cards, against bare DVC.
+"""`make bench`: the pipeline's overhead against bare DVC, and parallel staging with `zoo repro`.
 
-Prints (never asserts; targets are read by people):
-- bare DVC, 200 trivial foreach stages: no-op `dvc repro` and `dvc status` (median of 3);
-- the registry with 200 cards (400 stages: fetch + stage): the same two timings, and the ratio;
-- per-stage overhead of `zoo fetch` and `zoo stage` beyond the work itself (process start and
-  imports): wall time of the subprocess minus the in-process work time it records (ZOO_TIMINGS);
-- whether any stage imported torch / tensorflow / transformers / keras (it must not).
+Prints (never asserts; targets are read by people), one table per section, and writes every
+number to .bench/results.json:
+
+- bare: bare DVC with trivial stages (`echo` into a file): first `dvc repro` (seconds, seconds per
+  stage), no-op `dvc repro` and `dvc status` (median of 3), with the stages in ONE dvc.yaml and
+  sharded in files of 20 stages (shards/<NNNN>/dvc.yaml, `wdir: ../..`, as the registry's shards);
+- registry: the registry with generated tiny ONNX-zoo cards (2 stages each: fetch + stage): the
+  same timings, its shard files, the ratio of its no-op repro to bare DVC's sharded one at the same
+  stage count (target <= 1.2x), DVC's per-stage overhead (first repro minus the stages' own work,
+  recorded by every stage with ZOO_TIMINGS), `zoo fetch` / `zoo stage` run directly (process start
+  and imports beyond the work; heavy frameworks imported: none expected), and `zoo diff`;
+- demo: the demo zoo's first staging, serial `dvc repro` against `zoo repro --workers 2`, on two
+  fresh identical registries; then both with nothing stale;
+- remote: the demo zoo staged by `zoo repro --workers 2` with `--isolation remote` (local S3
+  server) against `--isolation cache`: the per-card cost of clone, pull, push and run-cache;
+- frameworks: the phases of one stage per PyTorch and TensorFlow demo model, and `zoo run`.
+
+    python -m tests.bench                      # 200 and 1,000 cards; bare DVC at 400 and 2,000 stages
+    python -m tests.bench --quick              # 40 and 80 cards: checks that everything runs
+    python -m tests.bench --cards 100 --only bare,registry
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import statistics
@@ -22,8 +37,26 @@ from tests.support import sandbox
 from tests.support.mirror import fixtures
 from tests.support.mirror.server import MirrorServer
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 WORK = Path(".bench").resolve()
+SECTIONS = ("bare", "registry", "demo", "remote", "frameworks")
+STAGES_PER_FILE = 20  # bare DVC's sharded layout
+TARGET_RATIO = 1.2  # the registry's no-op `dvc repro` against bare DVC's, same stage count
+
+
+def options(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--cards", default="200,1000",
+                        help="registry sizes, comma-separated (default 200,1000); bare DVC is measured at the "
+                             "same stage counts (2 per card), in one dvc.yaml at the smallest only")
+    parser.add_argument("--quick", action="store_true", help="40 and 80 cards: a quick check that the bench runs")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections, comma-separated: {','.join(SECTIONS)}")
+    args = parser.parse_args(argv)
+    args.cards = [40, 80] if args.quick else sorted(int(n) for n in args.cards.split(","))
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {','.join(SECTIONS)}")
+    return args
 
 
 def timed(args, cwd, env, repeat=3) -> float:
@@ -34,6 +67,139 @@ def timed(args, cwd, env, repeat=3) -> float:
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
+
+def once(args, cwd, env) -> tuple[float, str]:
+    """Seconds of one run, and its stdout."""
+    started = time.perf_counter()
+    out = sandbox.run(args, cwd, env).stdout
+    return time.perf_counter() - started, out
+
+
+def save(results: dict) -> None:
+    """Written after every section, so a run that fails late keeps what it measured."""
+    (WORK / "results.json").write_text(json.dumps(results, indent=2))
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+# --- bare DVC ------------------------------------------------------------------------------------------------------
+
+def bare_yaml(keys: list[str], wdir: str | None) -> str:
+    """One foreach block over inline items: stage `s@<key>` writes out/<key>.txt (JSON is YAML)."""
+    do = {"cmd": "echo ${item} > out/${key}.txt", "outs": ["out/${key}.txt"]}
+    if wdir:
+        do = {"wdir": wdir, **do}
+    return json.dumps({"stages": {"s": {"foreach": {k: i for i, k in enumerate(keys)}, "do": do}}}, indent=1)
+
+
+def shaped_yaml(keys: list[str], code: int) -> str:
+    """The registry's stage shape with trivial commands: per key a `fetch` stage (a params dependency
+    on its key, one output) and a `stage` stage depending on the fetch output, `code` code files and a
+    params section, with a folder output and a `cache: false` file output, as the registry's are."""
+    items = {k: i for i, k in enumerate(keys)}
+    fetch = {"wdir": "../..", "cmd": "mkdir -p raw/${key} && echo ${item} > raw/${key}/f.txt",
+             "params": [{"pins.json": ["${key}"]}], "outs": ["raw/${key}"]}
+    stage = {"wdir": "../..", "cmd": "mkdir -p out/${key} && cp raw/${key}/f.txt out/${key}/m.txt && "
+                                     "echo ${item} > out/${key}.json",
+             "deps": ["raw/${key}", *[f"code/c{i:02d}.py" for i in range(code)]], "params": ["p"],
+             "outs": ["out/${key}", {"out/${key}.json": {"cache": False}}]}
+    return json.dumps({"stages": {"fetch": {"foreach": items, "do": fetch},
+                                  "stage": {"foreach": items, "do": stage}}}, indent=1)
+
+
+def code_deps_per_stage() -> int:
+    """How many code and pins files the registry's ONNX-zoo stage depends on (its shard's deps list)."""
+    from stages import index
+
+    return len(index.stage_deps(Path(__file__).resolve().parents[1])["stage-onnx-zoo"]) - 2
+
+
+def bare_dvc(env, stages: int, per_file: int | None = None, shaped: bool = False) -> dict:
+    """Bare DVC with `stages` trivial stages: in one dvc.yaml (per_file None), or in files of
+    `per_file` stages, shards/<NNNN>/dvc.yaml, each run from the repo root as the registry's shards are."""
+    repo = WORK / f"bare-{stages}-{'one' if per_file is None else f'by{per_file}'}{'-shaped' if shaped else ''}"
+    repo.mkdir(parents=True)
+    sandbox.run(["git", "init", "-q"], repo, env)
+    sandbox.run(["dvc", "init", "-q"], repo, env)
+    (repo / "out").mkdir()
+    keys = [f"s{i:04d}" for i in range(stages)]
+    if shaped:  # two stages per key, 16 keys (32 stages) per file as the registry's shards
+        code = code_deps_per_stage()
+        (repo / "code").mkdir()
+        (repo / "raw").mkdir()
+        for i in range(code):
+            (repo / "code" / f"c{i:02d}.py").write_text(f"X = {i}\n")
+        (repo / "params.yaml").write_text("p: {a: 1}\n")
+        keys = keys[: stages // 2]
+        (repo / "pins.json").write_text(json.dumps({k: f"pins{i}" for i, k in enumerate(keys)}))
+        chunks = [keys[i:i + 16] for i in range(0, len(keys), 16)]
+        for n, chunk in enumerate(chunks):
+            folder = repo / "shards" / f"{n:04d}"
+            folder.mkdir(parents=True)
+            (folder / "dvc.yaml").write_text(shaped_yaml(chunk, code))
+        files = len(chunks)
+        (repo / "dvc.yaml").write_text("stages: {}\n")
+    elif per_file is None:
+        (repo / "dvc.yaml").write_text(bare_yaml(keys, wdir=None))
+        files = 1
+    else:
+        chunks = [keys[i:i + per_file] for i in range(0, stages, per_file)]
+        for n, chunk in enumerate(chunks):
+            folder = repo / "shards" / f"{n:04d}"
+            folder.mkdir(parents=True)
+            (folder / "dvc.yaml").write_text(bare_yaml(chunk, wdir="../.."))
+        files = len(chunks)
+        (repo / "dvc.yaml").write_text("stages: {}\n")  # `dvc repro` needs one here; with no stage in it, it runs them all
+    first, _ = once(["dvc", "repro"], repo, env)
+    return {"stages": stages, "files": files, "first_repro_s": first, "first_per_stage_s": first / stages,
+            "noop_repro_s": timed(["dvc", "repro"], repo, env), "status_s": timed(["dvc", "status"], repo, env)}
+
+
+def bare_section(env, stage_counts: list[int]) -> dict:
+    """One dvc.yaml at the smallest stage count only (a first repro there is quadratic), sharded at each."""
+    one = stage_counts[0]
+    print(f"bench: bare DVC, {one} stages in one dvc.yaml ...", flush=True)
+    out = {"one_file": {str(one): bare_dvc(env, one)}, "sharded": {}, "shaped": {}}
+    for n in stage_counts:
+        print(f"bench: bare DVC, {n} stages in files of {STAGES_PER_FILE} ...", flush=True)
+        out["sharded"][str(n)] = bare_dvc(env, n, STAGES_PER_FILE)
+        print(f"bench: bare DVC, {n} registry-shaped stages (deps, params, folder outputs) ...", flush=True)
+        out["shaped"][str(n)] = bare_dvc(env, n, shaped=True)
+    print_bare(out)
+    return out
+
+
+def print_bare(bare: dict) -> None:
+    print()
+    print(f"{'bare DVC, trivial stages':34}{'stages':>7}{'files':>6}{'first repro':>13}{'s/stage':>9}"
+          f"{'no-op repro':>13}{'status':>8}")
+    rows = [("one dvc.yaml", b) for b in bare["one_file"].values()]
+    rows += [(f"sharded, {STAGES_PER_FILE} stages per file", b) for b in bare["sharded"].values()]
+    rows += [("registry-shaped, sharded", b) for b in bare.get("shaped", {}).values()]
+    for label, b in rows:
+        print(f"{label:34}{b['stages']:7}{b['files']:6}{b['first_repro_s']:11.1f} s{b['first_per_stage_s']:9.3f}"
+              f"{b['noop_repro_s']:11.2f} s{b['status_s']:6.2f} s")
+    (one, measured), = bare["one_file"].items()
+    for n in bare["sharded"]:
+        if n != one:
+            guess = measured["first_repro_s"] * (int(n) / int(one)) ** 2
+            print(f"  one dvc.yaml with {n} stages: skipped; DVC rewrites the whole dvc.yaml/dvc.lock around every "
+                  f"stage, so a first repro is quadratic in one file's stages: about {duration(guess)} "
+                  f"({measured['first_repro_s']:.0f} s x ({n}/{one})^2)")
+    print("  registry-shaped: the registry's stages with trivial commands: per card a fetch (params dependency) and a stage")
+    print(f"  ({code_deps_per_stage()} code and pins files, the fetch folder and params as deps; a folder and a cache: false"
+          " output), 16 cards per file")
+    print("  (no-op repro and status: median of 3)")
+    print(flush=True)
+
+
+# --- the registry with generated ONNX-zoo cards --------------------------------------------------------------------
 
 def tiny_model(i: int) -> bytes:
     """A distinct small ONNX model per card (Gemm with seeded weights, symbolic batch)."""
@@ -51,34 +217,30 @@ def tiny_model(i: int) -> bytes:
     return model.SerializeToString()
 
 
-def bare_dvc(env, n: int) -> dict:
-    repo = WORK / f"bare{n}"
-    repo.mkdir(parents=True)
-    sandbox.run(["git", "init", "-q"], repo, env)
-    sandbox.run(["dvc", "init", "-q"], repo, env)
-    (repo / "items.json").write_text(json.dumps({"items": {f"m{i:04d}": {"n": i} for i in range(n)}}))
-    (repo / "dvc.yaml").write_text("vars:\n  - items.json\nstages:\n  s:\n    foreach: ${items}\n    do:\n"
-                                   "      cmd: echo ${item.n} > out/${key}.txt\n      outs:\n        - out/${key}.txt\n")
-    (repo / "out").mkdir()
-    started = time.perf_counter()
-    sandbox.run(["dvc", "repro"], repo, env)
-    first = time.perf_counter() - started
-    return {"first_repro_s": first, "noop_repro_s": timed(["dvc", "repro"], repo, env),
-            "status_s": timed(["dvc", "status"], repo, env)}
+def card_name(i: int) -> str:
+    return f"m{i:04d}"
 
 
-def registry(env, mirror_root) -> tuple[dict, Path]:
+def registry(env, mirror_root: Path, n: int) -> tuple[dict, Path]:
+    """A fresh registry with `n` tiny ONNX-zoo cards: its first `dvc repro` (every stage records its
+    in-process work with ZOO_TIMINGS), then no-op `dvc repro` and `dvc status`, and `zoo diff`."""
     cards = {}
-    for i in range(N):
-        url = f"https://example.org/bench/m{i:03d}/model.onnx"
+    for i in range(n):
+        url = f"https://example.org/bench/{card_name(i)}/model.onnx"
         sha = fixtures.publish(mirror_root, url, tiny_model(i))
-        cards[f"onnx/m{i:03d}"] = fixtures.onnx_card(f"m{i:03d}", url, sha)
-    repo = sandbox.new_registry(WORK / "registry", cards, env)
-    started = time.perf_counter()
-    sandbox.run(["dvc", "repro"], repo, env)
-    first = time.perf_counter() - started
-    result = {"first_repro_s": first, "noop_repro_s": timed(["dvc", "repro"], repo, env),
-              "status_s": timed(["dvc", "status"], repo, env)}
+        cards[f"onnx/{card_name(i)}"] = fixtures.onnx_card(card_name(i), url, sha)
+    repo = sandbox.new_registry(WORK / f"registry-{n}", cards, env)
+    timings = WORK / f"registry-{n}-timings.jsonl"
+    first, out = once(["dvc", "repro"], repo, dict(env, ZOO_TIMINGS=str(timings)))
+    records = [json.loads(line) for line in timings.read_text().splitlines()]
+    stages = out.count("Running stage")
+    work = sum(r["work_s"] for r in records)
+    result = {"cards": n, "stages": stages, "shard_files": len(list((repo / "registry/_pipeline").glob("*/dvc.yaml"))),
+              "first_repro_s": first, "first_per_stage_s": first / stages,
+              "stages_work_s": work, "stages_timed": len(records),
+              "dvc_overhead_per_stage_s": (first - work) / stages,
+              "heavy_modules": sorted({m for r in records for m in r["heavy_modules"]}),
+              "noop_repro_s": timed(["dvc", "repro"], repo, env), "status_s": timed(["dvc", "status"], repo, env)}
     result["diff_s"] = diff_timing(repo, env)
     return result, repo
 
@@ -87,22 +249,24 @@ def diff_timing(repo: Path, env) -> float:
     """`zoo diff` between two commits of the staged registry (reads git only; target: well under 1 s)."""
     sandbox.run(["git", "add", "-A"], repo, env)
     sandbox.run(["git", "commit", "-q", "-m", "staged"], repo, env)
-    manifest = repo / "registry/onnx/m000.manifest.json"
+    manifest = repo / f"registry/onnx/{card_name(0)}.manifest.json"
     manifest.write_text(manifest.read_text().replace('"schema": 1', '"schema": 1, "note": "edited"'))
     sandbox.run(["git", "commit", "-q", "-am", "edit one manifest"], repo, env)
     return timed([sys.executable, "-m", "stages", "diff", "HEAD~1", "HEAD", "--json"], repo, env)
 
 
 def per_stage_overhead(repo: Path, env, samples: int = 10) -> dict:
+    """`zoo fetch` and `zoo stage` run directly on `samples` cards: wall time, the in-process work
+    they record (ZOO_TIMINGS), and the difference (process start and imports)."""
     timings = WORK / "timings.jsonl"
     env = dict(env, ZOO_TIMINGS=str(timings))
-    out = {}
+    out = {"samples": samples}
     for command in ("fetch", "stage"):
         timings.unlink(missing_ok=True)
         walls = []
         for i in range(samples):
             started = time.perf_counter()
-            sandbox.run(["zoo", command, f"registry/onnx/m{i:03d}.yaml"], repo, env)
+            sandbox.run(["zoo", command, f"registry/onnx/{card_name(i)}.yaml"], repo, env)
             walls.append(time.perf_counter() - started)
         works = [json.loads(line) for line in timings.read_text().splitlines()]
         out[command] = {"wall_s": statistics.median(walls),
@@ -114,6 +278,112 @@ def per_stage_overhead(repo: Path, env, samples: int = 10) -> dict:
     out["python_start_s"] = time.perf_counter() - started
     return out
 
+
+def registry_section(env, mirror_root: Path, sizes: list[int], bare: dict | None) -> dict:
+    out = {"sizes": {}}
+    repos = {}
+    for n in sizes:
+        print(f"bench: registry with {n} ONNX-zoo cards ({2 * n} stages) ...", flush=True)
+        out["sizes"][str(n)], repos[n] = registry(env, mirror_root, n)
+    print(f"bench: zoo fetch / zoo stage run directly on {min(10, sizes[-1])} cards ...", flush=True)
+    out["overhead"] = per_stage_overhead(repos[sizes[-1]], env, samples=min(10, sizes[-1]))
+    print_registry(out, bare)
+    return out
+
+
+def print_registry(reg: dict, bare: dict | None) -> None:
+    sharded = (bare or {}).get("sharded", {})
+    shaped = (bare or {}).get("shaped", {})
+    print()
+    print(f"{'registry, tiny ONNX cards':26}{'stages':>7}{'shards':>7}{'first repro':>13}{'s/stage':>9}"
+          f"{'no-op repro':>13}{'status':>8}{'no-op/bare':>12}{'status/bare':>13}{'no-op/shaped':>14}")
+    for n, r in reg["sizes"].items():
+        b = sharded.get(str(r["stages"]), {})
+        sh = shaped.get(str(r["stages"]), {})
+        print(f"{n + ' cards':26}{r['stages']:7}{r['shard_files']:7}{r['first_repro_s']:11.1f} s"
+              f"{r['first_per_stage_s']:9.3f}{r['noop_repro_s']:11.2f} s{r['status_s']:6.2f} s"
+              f"{ratio(r['noop_repro_s'], b.get('noop_repro_s')):>12}{ratio(r['status_s'], b.get('status_s')):>13}"
+              f"{ratio(r['noop_repro_s'], sh.get('noop_repro_s')):>14}")
+    print(f"  bare = bare DVC with the same number of trivial stages, {STAGES_PER_FILE} per file "
+          f"(the issue's yardstick, target: no-op repro <= {TARGET_RATIO}x); shaped = bare DVC with the registry's "
+          "stage shape (above)\n  no-op repro and status: median of 3")
+    o = reg["overhead"]
+    start = statistics.mean(o[c]["overhead_s"] for c in ("fetch", "stage"))
+    print()
+    print(f"{'per-stage DVC overhead':26}{'first repro':>13}{'stages work':>13}{'per stage':>11}"
+          f"{'start+imports':>15}{'DVC itself':>12}")
+    for n, r in reg["sizes"].items():
+        print(f"{n + ' cards':26}{r['first_repro_s']:11.1f} s{r['stages_work_s']:11.1f} s"
+              f"{r['dvc_overhead_per_stage_s']:9.3f} s{start:13.3f} s{r['dvc_overhead_per_stage_s'] - start:10.3f} s")
+    print("  per stage = (first repro - the stages' own work) / stages; the work is what every stage recorded with "
+          "ZOO_TIMINGS\n  during that repro (in-process, after imports); start+imports: `zoo fetch`/`zoo stage` run "
+          "directly (below), mean of the two")
+    for n, r in reg["sizes"].items():
+        print(f"  {n} cards: heavy modules imported by any stage: {r['heavy_modules'] or 'none'}; "
+              f"zoo diff between two commits: {r['diff_s']:.2f} s (whole command, median of 3)")
+    for command in ("fetch", "stage"):
+        c = o[command]
+        print(f"  zoo {command:6} run directly (median of {o['samples']} cards): wall {c['wall_s']:.3f} s = work {c['work_s']:.3f} s"
+              f" + process start and imports {c['overhead_s']:.3f} s (bare python start {o['python_start_s']:.3f} s);"
+              f" heavy modules imported: {c['heavy_modules'] or 'none'}")
+    print(flush=True)
+
+
+# --- the demo zoo: serial against parallel, cache against remote isolation -----------------------------------------
+
+def restored(out: str) -> str:
+    """`zoo repro`'s merge line: how many stages `dvc repro` restored from the run-cache."""
+    return next((line.replace("zoo repro: ", "") for line in out.splitlines() if "restored" in line), "")
+
+
+def demo_section(env, cards: dict[str, str]) -> dict:
+    """Two fresh identical registries: one staged by `dvc repro`, the other by `zoo repro --workers 2`."""
+    print(f"bench: demo zoo ({len(cards)} cards), serial dvc repro ...", flush=True)
+    serial_repo = sandbox.new_registry(WORK / "demo-serial", cards, env)
+    serial, out = once(["dvc", "repro"], serial_repo, env)
+    stages = out.count("Running stage")
+    print("bench: demo zoo, zoo repro --workers 2 ...", flush=True)
+    parallel_repo = sandbox.new_registry(WORK / "demo-parallel", cards, env)
+    parallel, out = once(["zoo", "repro", "--workers", "2"], parallel_repo, env)
+    result = {"cards": len(cards), "stages": stages, "serial_dvc_repro_s": serial, "zoo_repro_workers2_s": parallel,
+              "speedup": serial / parallel, "merge": restored(out),
+              "noop_zoo_repro_workers2_s": timed(["zoo", "repro", "--workers", "2"], parallel_repo, env),
+              "noop_dvc_repro_s": timed(["dvc", "repro"], parallel_repo, env)}
+    print()
+    print(f"demo zoo, first staging ({result['cards']} cards, {stages} stages)      seconds")
+    print(f"  serial: dvc repro                              {serial:8.1f}")
+    print(f"  parallel: zoo repro --workers 2                {parallel:8.1f}   serial / parallel {result['speedup']:.2f}x")
+    print(f"    ({result['merge']})")
+    print(f"  nothing stale: zoo repro --workers 2           {result['noop_zoo_repro_workers2_s']:8.2f}   "
+          f"against no-op dvc repro {result['noop_dvc_repro_s']:.2f} s "
+          f"({ratio(result['noop_zoo_repro_workers2_s'], result['noop_dvc_repro_s'])}; median of 3 each)")
+    print(flush=True)
+    return result
+
+
+def remote_section(env, cards: dict[str, str]) -> dict:
+    """The demo zoo staged by `zoo repro --workers 2` with each isolation, each registry with a local S3
+    remote of its own (a bucket per server: moto's servers in one process share their buckets)."""
+    result = {"cards": len(cards)}
+    for isolation in ("cache", "remote"):
+        print(f"bench: demo zoo, zoo repro --workers 2 --isolation {isolation} (local S3 remote) ...", flush=True)
+        with sandbox.S3Server(f"bench-{isolation}") as s3:
+            repo = sandbox.new_registry(WORK / f"isolation-{isolation}", cards, env, s3)
+            seconds, out = once(["zoo", "repro", "--workers", "2", "--isolation", isolation], repo, env)
+            result[isolation] = {"seconds": seconds, "merge": restored(out), "s3_objects": len(s3.keys())}
+    result["per_card_overhead_s"] = (result["remote"]["seconds"] - result["cache"]["seconds"]) / len(cards)
+    print()
+    print(f"demo zoo, zoo repro --workers 2 ({len(cards)} cards)   seconds   S3 objects after")
+    for isolation in ("cache", "remote"):
+        r = result[isolation]
+        print(f"  --isolation {isolation:8}                   {r['seconds']:8.1f}   {r['s3_objects']:8}   ({r['merge']})")
+    print(f"  remote isolation's overhead per card (clone, pull, push, run-cache): "
+          f"{result['per_card_overhead_s']:.2f} s = (remote - cache) / {len(cards)} cards")
+    print(flush=True)
+    return result
+
+
+# --- PyTorch and TensorFlow demo models: one stage each ---------------------------------------------------------
 
 TORCH_DEMO = ("tv-squeezenet", "timm-test-effnet", "tiny-bert")
 
@@ -178,40 +448,11 @@ def tf_stage_timings(env, mirror_root: Path) -> dict:
     return out
 
 
-def main() -> int:
-    if WORK.exists():
-        shutil.rmtree(WORK)
-    WORK.mkdir()
-    with MirrorServer(WORK / "mirror") as mirror:
-        env = sandbox.env(mirror.url)
-        print(f"bench: {N} cards; bare DVC baseline first ...", flush=True)
-        bare = bare_dvc(env, N)
-        print(f"bench: bare DVC with {2 * N} stages (the registry's stage count) ...", flush=True)
-        bare2 = bare_dvc(env, 2 * N)
-        print(f"bench: registry with {N} ONNX-zoo cards ({2 * N} stages) ...", flush=True)
-        ours, repo = registry(env, WORK / "mirror")
-        overhead = per_stage_overhead(repo, env)
-        print("bench: PyTorch demo models ...", flush=True)
-        torch_times = torch_stage_timings(env, WORK / "mirror")
-        print("bench: TensorFlow demo models ...", flush=True)
-        tf_times = tf_stage_timings(env, WORK / "mirror")
-    print()
-    head = f"bare {N}"
-    head2 = f"bare {2 * N}"
-    print(f"{'':24}{head:>10}{head2:>10}{'registry':>10}{'ratio':>7}{'ratio':>7}")
-    print(f"{'':24}{'stages':>10}{'stages':>10}{2 * N:>6} stg{'/bare':>7}{'/bare2':>7}")
-    for key, label in (("noop_repro_s", "no-op dvc repro (s)"), ("status_s", "dvc status (s)"),
-                       ("first_repro_s", "first dvc repro (s)")):
-        print(f"{label:24}{bare[key]:10.2f}{bare2[key]:10.2f}{ours[key]:10.2f}"
-              f"{ours[key] / bare[key]:7.2f}{ours[key] / bare2[key]:7.2f}")
-    print(f"  registry: {N} cards = {2 * N} stages (a fetch and a stage per card)")
-    print(f"zoo diff between two commits of {N} staged models: {ours['diff_s']:.2f} s (whole command, median of 3)")
-    print()
-    for command in ("fetch", "stage"):
-        o = overhead[command]
-        print(f"zoo {command:6} wall {o['wall_s']:.3f} s = work {o['work_s']:.3f} s + overhead {o['overhead_s']:.3f} s"
-              f" (process start + imports; bare python start {overhead['python_start_s']:.3f} s);"
-              f" heavy modules imported: {o['heavy_modules'] or 'none'}")
+def frameworks_section(env, mirror_root: Path) -> dict:
+    print("bench: PyTorch demo models ...", flush=True)
+    torch_times = torch_stage_timings(env, mirror_root)
+    print("bench: TensorFlow demo models ...", flush=True)
+    tf_times = tf_stage_timings(env, mirror_root)
     print()
     print(f"{'PyTorch demo model':20}{'stage wall':>11}{'build':>8}{'export':>8}{'validate':>9}{'outside export+validate':>25}")
     runs = torch_times.pop("zoo run")
@@ -228,9 +469,42 @@ def main() -> int:
         cells = "".join(f"{t[k]:7.2f}s" if k in t else f"{'-':>8}" for k in ("build", "freeze", "keras"))
         tf2onnx = f"{t['tf2onnx']:8.2f}s" if "tf2onnx" in t else f"{'-':>9}"
         print(f"{name:34}{t['wall_s']:10.2f}s{cells}{tf2onnx}{t['validate']:8.2f}s")
-    (WORK / "results.json").write_text(json.dumps({"n": N, "bare": bare, "bare_2n": bare2, "registry": ours,
-                                                   "overhead": overhead, "torch": torch_times, "tf": tf_times},
-                                                  indent=2))
+    print(flush=True)
+    return {"torch": torch_times, "tf": tf_times}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = options(sys.argv[1:] if argv is None else argv)
+    if WORK.exists():
+        shutil.rmtree(WORK)
+    WORK.mkdir()
+    started = time.perf_counter()
+    results: dict = {"cards": args.cards, "sections": args.only}
+    mirror_root = WORK / "mirror"
+    with MirrorServer(mirror_root) as mirror:
+        env = sandbox.env(mirror.url)
+        if "bare" in args.only:
+            results["bare"] = bare_section(env, [2 * n for n in args.cards])
+            save(results)
+        if "registry" in args.only:
+            results["registry"] = registry_section(env, mirror_root, args.cards, results.get("bare"))
+            save(results)
+        if "demo" in args.only or "remote" in args.only:
+            from tests.support.demo import demo_cards
+
+            print("bench: building the demo zoo's mirror ...", flush=True)
+            cards = demo_cards(mirror_root)
+            if "demo" in args.only:
+                results["demo"] = demo_section(env, cards)
+                save(results)
+            if "remote" in args.only:
+                results["remote"] = remote_section(env, cards)
+                save(results)
+        if "frameworks" in args.only:
+            results["frameworks"] = frameworks_section(env, mirror_root)
+    results["total_s"] = time.perf_counter() - started
+    save(results)
+    print(f"bench: done in {results['total_s'] / 60:.1f} min; results in {WORK / 'results.json'}")
     return 0
 
 

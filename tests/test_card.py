@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stages import index
+from stages import index, indexfile
 from stages.card import load_card
 from stages.errors import CardError, IndexStaleError
 
@@ -118,12 +118,14 @@ def test_duplicate_names_across_formats_refused(tmp_path, monkeypatch):
 
 def test_index_is_stale_until_regenerated(tmp_path):
     write(tmp_path, GOOD)
+    own = "stages:\n  report:  # the registry's own stage, hand-written\n    cmd: echo report\n"
+    (tmp_path / "dvc.yaml").write_text((tmp_path / "dvc.yaml").read_text() + own)
     with pytest.raises(IndexStaleError, match="run `zoo index`"):
         index.check(tmp_path)
     assert index.write(tmp_path) is True
     index.check(tmp_path)
     assert index.write(tmp_path) is False
-    data = index.read(tmp_path)
+    data = indexfile.read(tmp_path)
     assert data["cards"]["resnet50"]["source"]["model"]["sha256"] == SHA
     import yaml
 
@@ -131,8 +133,15 @@ def test_index_is_stale_until_regenerated(tmp_path):
     assert pipeline["artifacts"] == {"resnet50": {
         "path": "registry/onnx/resnet50", "type": "model", "desc": "ResNet-50 v1",
         "labels": ["classification", "onnx", "onnx-zoo", "vision"]}}
-    assert "foreach: ${converters.onnx_zoo}" in (tmp_path / "dvc.yaml").read_text()  # hand-written part kept
+    root_text = (tmp_path / "dvc.yaml").read_text()
+    assert own in root_text and root_text.startswith("# The registry's root pipeline.")  # hand-written part kept
+    assert pipeline["stages"] == {"report": {"cmd": "echo report"}}  # the cards' stages live in the shards
     assert data["converters"]["onnx_zoo"] == {"resnet50": {"card": "registry/onnx/resnet50.yaml", "format": "onnx"}}
+    assert data["shards"] == 1 and data["cards"]["resnet50"]["dvcfile"] == "registry/_pipeline/0000/dvc.yaml"
+    shard = yaml.safe_load((tmp_path / "registry/_pipeline/0000/dvc.yaml").read_text())["stages"]
+    assert sorted(shard) == ["fetch", "stage-onnx-zoo"]
+    assert shard["stage-onnx-zoo"]["foreach"] == {"resnet50": {"card": "registry/onnx/resnet50.yaml", "format": "onnx"}}
+    assert shard["stage-onnx-zoo"]["do"]["cmd"] == "python -m stages stage ${item.card}"
     write(tmp_path, GOOD.replace(SHA, "c" * 64))
     with pytest.raises(IndexStaleError):
         index.check(tmp_path)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import deps, index
+from stages import deps, index, indexfile
 from stages.convert import CONVERTERS, TARGET_CONVERTERS
 from stages.errors import IndexStaleError
 from stages.sources import kinds
@@ -73,11 +73,21 @@ def test_unknown_root_and_syntax_errors_are_one_line(tmp_path):
     assert "stages/b.py" in str(info.value) and "\n" not in str(info.value) and "zoo index" in str(info.value)
 
 
+def shard_stages(root: Path) -> dict[str, dict]:
+    """{shard dvc.yaml path: its stages} of a root's generated pipeline shards, registry/_pipeline/*/dvc.yaml."""
+    return {p.relative_to(root).as_posix(): yaml.safe_load(p.read_text())["stages"]
+            for p in sorted((root / "registry/_pipeline").glob("*/dvc.yaml"))}
+
+
 def test_project_dvc_yaml_lists_the_computed_closure():
-    """The repository's own dvc.yaml is what `zoo index` writes (CI's `zoo check` says the same)."""
-    stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
+    """The repository's own pipeline shards are what `zoo index` writes (CI's `zoo check` says the same)."""
+    shards = shard_stages(PROJECT)
     code = index.code_deps(PROJECT)
-    for converter in CONVERTERS.values():
+    blocks = [(stages, converter) for stages in shards.values() for converter in CONVERTERS.values()
+              if converter.stage in stages]
+    used = {name for name, items in indexfile.read(PROJECT)["converters"].items() if items}
+    assert used and {converter.name for _, converter in blocks} == used  # every converter the cards use is there
+    for stages, converter in blocks:
         listed = stages[converter.stage]["do"]["deps"]
         assert listed == ["${item.card}", "registry/_raw/${key}", *code[converter.name], *converter.pins]
         assert code[converter.name] == sorted(code[converter.name])
@@ -85,6 +95,8 @@ def test_project_dvc_yaml_lists_the_computed_closure():
         for must in ("stages/__init__.py", "stages/pipeline.py", "stages/preprocess.py", "stages/labels.py", module):
             assert must in listed, (converter.stage, must)
         assert "stages/cli.py" not in listed and "stages/__main__.py" not in listed
+        # generating the pipeline is not staging: retuning the shards or `zoo index` restages nothing
+        assert "stages/shards.py" not in listed and "stages/index.py" not in listed and "stages/repro.py" not in listed
         for kind in kinds().values():  # a kind's module (its parser and builder) is a dep of its converters only
             staged_by = {*kind.converters(), *(TARGET_CONVERTERS.get((f, t)) for f in kind.formats for t in kind.extra_targets)}
             assert (kind.__module__.replace(".", "/") + ".py" in listed) == (converter.name in staged_by), \
@@ -92,7 +104,9 @@ def test_project_dvc_yaml_lists_the_computed_closure():
     others = {c.module.replace(".", "/") + ".py" for c in CONVERTERS.values()} - {"stages/convert/onnx_zoo.py"}
     assert not others & set(code["onnx_zoo"])  # an ONNX-zoo stage never reruns for a torch or TF change
     assert "stages/sources/torchvision.py" not in code["tensorflow"]  # nor a TF stage for a torch builder
-    assert "deps" not in stages["fetch"]["do"]  # by design: pins only, through its command
+    for stages in shards.values():
+        assert "deps" not in stages["fetch"]["do"]  # by design: pins only, through its command and its params key
+        assert stages["fetch"]["do"]["params"] == [{"registry/_pipeline/pins.json": ["${key}"]}]
 
 
 def make_root(tmp_path: Path, card: str) -> Path:
@@ -112,19 +126,21 @@ def zoo(root: Path, *args: str) -> subprocess.CompletedProcess:
 def test_zoo_check_fails_on_hand_edited_deps_until_zoo_index(tmp_path, demo_fixtures):
     root = make_root(tmp_path, demo_fixtures["mnist"].card)
     assert zoo(root, "check").returncode == 0
-    text = (root / "dvc.yaml").read_text()
+    shard = root / indexfile.read(root)["cards"]["mnist"]["dvcfile"]
+    assert shard.relative_to(root).as_posix() == "registry/_pipeline/0000/dvc.yaml"  # one card: one shard
+    text, root_text = shard.read_text(), (root / "dvc.yaml").read_text()
     hand = text.replace("        - stages/preprocess.py\n", "", 1).replace(
-        "        - stages/pins/tf2onnx.txt\n", "        - stages/pins/tf2onnx.txt\n        - stages/cli.py\n", 1)
-    assert hand != text
-    (root / "dvc.yaml").write_text(hand)
+        "        - stages/pins/onnx.txt\n", "        - stages/pins/onnx.txt\n        - stages/cli.py\n", 1)
+    assert hand.count("stages/cli.py") == 1 and "stages/preprocess.py" not in hand
+    shard.write_text(hand)
     proc = zoo(root, "check")
     assert proc.returncode == 3
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("zoo: error: dvc.yaml's `stage-onnx-zoo` deps do not match the code it runs "
-                           "(missing stages/preprocess.py)")
+    assert line.startswith("zoo: error: registry/_pipeline/0000/dvc.yaml's `stage-onnx-zoo` deps do not match the "
+                           "code it runs (missing stages/preprocess.py; not run by it stages/cli.py)")
     assert line.endswith("run `zoo index` and commit the result")
     assert zoo(root, "index").returncode == 0
-    assert (root / "dvc.yaml").read_text() == text  # comments, order and layout kept
+    assert shard.read_text() == text and (root / "dvc.yaml").read_text() == root_text  # regenerated; root kept
     assert zoo(root, "check").returncode == 0
     assert index.write(root) is False
 
@@ -136,9 +152,14 @@ def test_new_module_joins_the_deps_of_the_stages_importing_it(tmp_path, demo_fix
     zoo_py.write_text(zoo_py.read_text() + "\n\ndef _later():\n    from stages import helper_for_onnx\n")
     assert zoo(root, "check").returncode == 3
     assert index.write(root) is True
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    (stages,) = shard_stages(root).values()
+    assert "stage-onnx-zoo" in stages
     for converter in CONVERTERS.values():
-        assert ("stages/helper_for_onnx.py" in stages[converter.stage]["do"]["deps"]) == (converter.name == "onnx_zoo")
+        if converter.stage in stages:
+            listed = stages[converter.stage]["do"]["deps"]
+            assert ("stages/helper_for_onnx.py" in listed) == (converter.name == "onnx_zoo")
+    assert {c: "stages/helper_for_onnx.py" in deps for c, deps in index.stage_deps(root).items()} == {
+        c.stage: c.name == "onnx_zoo" for c in CONVERTERS.values()}  # the blocks of the converters no card uses yet
 
 
 # --- end to end: real DVC decides what is stale from the deps `zoo index` wrote ------------------------------------
@@ -171,7 +192,8 @@ def stale_after_touching(reg, rel: str) -> list[str]:
     original = path.read_bytes()
     path.write_bytes(original + b"\n# touched by a test\n")
     try:
-        return sorted(json.loads(sandbox.run(["dvc", "status", "--json"], reg["repo"], reg["env"]).stdout))
+        status = json.loads(sandbox.run(["dvc", "status", "--json"], reg["repo"], reg["env"]).stdout)
+        return sorted(map(sandbox.short, status))  # `registry/_pipeline/NNNN/dvc.yaml:stage@card` -> `stage@card`
     finally:
         path.write_bytes(original)
 

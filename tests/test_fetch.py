@@ -238,3 +238,14 @@ def test_a_redirect_loop_is_cut_after_the_max_hops(url, mirror, tmp_path):
     with pytest.raises(FetchError, match="more than 10 redirects"):
         download(url, tmp_path / "m.bin", SHA)
     assert [p for _, p, _ in mirror.requests_log].count(path) == 11 and files_in(tmp_path) == []
+
+
+def test_an_unreachable_hub_api_is_a_fetch_error_not_a_crash(monkeypatch):
+    """The Hub's API down (here: nothing listens on the port) is exit 4 with the network hint, not `internal error`."""
+    from stages.errors import FetchError
+    from stages.sources import hub
+
+    monkeypatch.setenv("ZOO_MIRROR", "http://127.0.0.1:9")
+    with pytest.raises(FetchError) as info:
+        hub.repo_files("zoo-fixtures/tiny-bert", "c" * 40)
+    assert "connection failed" in str(info.value) and "ZOO_MIRROR" in str(info.value)

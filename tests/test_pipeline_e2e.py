@@ -38,10 +38,6 @@ def git(reg, *args, cwd=None):
     return sandbox.run(["git", *args], cwd or reg["repo"], reg["env"]).stdout
 
 
-def ran(output: str) -> list[str]:
-    return sorted(re.findall(r"Running stage '([^']+)'", output))
-
-
 def commit_all(reg, message):
     git(reg, "add", "-A")
     git(reg, "commit", "-q", "-m", message)
@@ -49,13 +45,13 @@ def commit_all(reg, message):
 
 def test_repro_stages_every_card_then_does_nothing(reg):
     out = dvc(reg, "repro").stdout
-    assert ran(out) == sorted([f"fetch@{n}" for n in NAMES] + [f"stage-onnx-zoo@{n}" for n in NAMES])
+    assert sandbox.ran(out) == sorted([f"fetch@{n}" for n in NAMES] + [f"stage-onnx-zoo@{n}" for n in NAMES])
     for name in NAMES:
         manifest = json.loads((reg["repo"] / f"registry/onnx/{name}.manifest.json").read_text())
         assert manifest["validation"]["passed"] is True
         for rel, rec in manifest["files"].items():
             assert sha256_file(reg["repo"] / f"registry/onnx/{name}" / rel) == rec["sha256"]
-    assert ran(dvc(reg, "repro").stdout) == []
+    assert sandbox.ran(dvc(reg, "repro").stdout) == []
     assert "up to date" in dvc(reg, "status").stdout
     commit_all(reg, "stage the zoo")
     assert git(reg, "status", "--porcelain") == ""
@@ -90,7 +86,7 @@ def test_fresh_clone_pulls_one_model_and_nothing_else(reg):
     sandbox.configure_remote(clone, reg["s3"], reg["env"])
     dvc(reg, "pull", "registry/onnx/mnist", cwd=clone)
     files = sorted(str(p.relative_to(clone)) for p in (clone / "registry").rglob("*")
-                   if p.is_file() and not p.name.endswith((".yaml", ".json", ".gitignore")))
+                   if p.is_file() and not p.name.endswith((".yaml", ".json", ".gitignore", "dvc.lock")))  # git's files
     assert files == ["registry/onnx/mnist/labels.txt", "registry/onnx/mnist/model.onnx",
                      "registry/onnx/mnist/test_data_set_0/input_0.pb", "registry/onnx/mnist/test_data_set_0/output_0.pb"]
     verified = sandbox.run(["zoo", "verify", "registry/onnx/mnist"], clone, reg["env"]).stdout
@@ -111,17 +107,18 @@ def test_fresh_clone_pulls_one_model_and_nothing_else(reg):
 
 
 def test_forced_restage_changes_no_hash(reg):
-    out = dvc(reg, "repro", "--force", "--single-item", "stage-onnx-zoo@mnist").stdout
-    assert ran(out) == ["stage-onnx-zoo@mnist"]
-    assert git(reg, "status", "--porcelain") == ""  # dvc.lock and the manifest: byte-identical
+    out = dvc(reg, "repro", "--force", "--single-item", sandbox.stage(reg["repo"], "stage-onnx-zoo@mnist")).stdout
+    assert sandbox.ran(out) == ["stage-onnx-zoo@mnist"]
+    assert git(reg, "status", "--porcelain") == ""  # the shard's dvc.lock and the manifest: byte-identical
 
 
 def test_editing_one_card_restages_only_that_model(reg):
     card = reg["repo"] / "registry/onnx/resnet50.yaml"
     card.write_text(card.read_text().replace("description: ", "description: (edited) ", 1))
     status = dvc(reg, "status", "--json").stdout
-    assert sorted(json.loads(status)) == ["stage-onnx-zoo@resnet50"]
-    assert ran(dvc(reg, "repro").stdout) == ["stage-onnx-zoo@resnet50"]  # no download: fetch depends on pins only
+    assert sorted(map(sandbox.short, json.loads(status))) == ["stage-onnx-zoo@resnet50"]
+    # no download: fetch depends on pins only
+    assert sandbox.ran(dvc(reg, "repro").stdout) == ["stage-onnx-zoo@resnet50"]
     commit_all(reg, "edit resnet50's description")
 
 
@@ -129,21 +126,21 @@ def test_new_pins_refetch_that_card_only(reg):
     card = reg["repo"] / "registry/onnx/mnist.yaml"
     card.write_text(card.read_text().replace("mnist-8.onnx\n", "mnist-8.onnx?pinned=again\n", 1))
     sandbox.run(["zoo", "index"], reg["repo"], reg["env"])
-    assert ran(dvc(reg, "repro").stdout) == ["fetch@mnist", "stage-onnx-zoo@mnist"]
+    assert sandbox.ran(dvc(reg, "repro").stdout) == ["fetch@mnist", "stage-onnx-zoo@mnist"]
     commit_all(reg, "re-pin mnist")
 
 
 def test_onnx_params_change_restages_only_onnx_stages(reg):
     params = reg["repo"] / "params.yaml"
     params.write_text(params.read_text().replace("dim_default: 1", "dim_default: 2"))
-    assert ran(dvc(reg, "repro").stdout) == [f"stage-onnx-zoo@{n}" for n in NAMES]
+    assert sandbox.ran(dvc(reg, "repro").stdout) == [f"stage-onnx-zoo@{n}" for n in NAMES]
     commit_all(reg, "onnx params")
 
 
 def test_converter_pin_change_restages_only_its_stages(reg):
     pins = reg["repo"] / "stages/pins/onnx.txt"
     pins.write_text(pins.read_text() + "# reviewed the pins\n")
-    assert ran(dvc(reg, "repro").stdout) == [f"stage-onnx-zoo@{n}" for n in NAMES]
+    assert sandbox.ran(dvc(reg, "repro").stdout) == [f"stage-onnx-zoo@{n}" for n in NAMES]
     commit_all(reg, "touch the onnx pins")
 
 
@@ -155,8 +152,9 @@ def test_restage_after_upstream_vanished_uses_the_remote(reg):
     dvc(reg, "push")
     dvc(reg, "pull", "registry/_raw/mnist", cwd=clone)
     env = dict(reg["env"], ZOO_MIRROR="http://127.0.0.1:9/gone")  # nothing listens on port 9
-    out = sandbox.run(["dvc", "repro", "--force", "--single-item", "stage-onnx-zoo@mnist"], clone, env).stdout
-    assert ran(out) == ["stage-onnx-zoo@mnist"]
+    out = sandbox.run(["dvc", "repro", "--force", "--single-item", sandbox.stage(clone, "stage-onnx-zoo@mnist")],
+                      clone, env).stdout
+    assert sandbox.ran(out) == ["stage-onnx-zoo@mnist"]
     assert sandbox.run(["git", "status", "--porcelain"], clone, env).stdout == ""
 
 
@@ -180,4 +178,8 @@ def test_failed_stage_leaves_nothing_under_final_names(reg, mirror_server, mirro
     assert not (reg["repo"] / "registry/onnx/bad").exists()
     assert not (reg["repo"] / "registry/onnx/bad.manifest.json").exists()
     assert not [p for p in reg["repo"].rglob("*.incomplete")]
-    assert "stage-onnx-zoo@bad" not in (reg["repo"] / "dvc.lock").read_text()
+    locks = [reg["repo"] / "dvc.lock", *sorted((reg["repo"] / "registry/_pipeline").glob("*/dvc.lock"))]
+    shard_lock = (reg["repo"] / json.loads((reg["repo"] / "registry/index.json").read_text())["cards"]["bad"]["dvcfile"]
+                  ).with_name("dvc.lock")
+    assert shard_lock in locks and shard_lock.is_file()  # bad's shard has a lock (its fetch, the good cards' stages)
+    assert all("stage-onnx-zoo@bad" not in lock.read_text() for lock in locks if lock.is_file())

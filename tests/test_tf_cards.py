@@ -112,6 +112,9 @@ def test_index_lists_targets_under_their_converters_and_artifacts(tmp_path):
         "keras-model": {"card": "registry/keras/keras-model.yaml", "format": "keras"}}
     assert built["converters"]["tf2onnx"] == {"hub-model": {"card": "registry/tensorflow/hub-model.yaml",
                                                             "format": "onnx"}}
+    assert built["shards"] == 1  # both cards' stages, the tf2onnx one too, in the one pipeline shard
+    assert {n: e["dvcfile"] for n, e in built["cards"].items()} == {
+        "hub-model": "registry/_pipeline/0000/dvc.yaml", "keras-model": "registry/_pipeline/0000/dvc.yaml"}
     arts = index.artifacts(index.load_all(tmp_path))
     assert arts["hub-model-onnx"]["path"] == "registry/onnx/hub-model"
     assert arts["hub-model"]["path"] == "registry/tensorflow/hub-model"

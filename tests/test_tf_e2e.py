@@ -22,10 +22,6 @@ FORMATS = {"tfhub-tiny-classifier": "tensorflow", "tfhub-moved-classifier": "ten
            "keras-mobilenet-v2": "keras", "tiny-bert-tf": "tensorflow"}
 
 
-def ran(output: str) -> list[str]:
-    return sorted(re.findall(r"Running stage '([^']+)'", output))
-
-
 def with_onnx_target(card: str, fmt: str) -> str:
     if "targets:" in card:
         return card
@@ -56,7 +52,7 @@ def manifest(reg, fmt: str, name: str) -> dict:
 
 def test_every_tf_kind_stages_and_validates_through_dvc(reg):
     out = dvc(reg, "repro")
-    assert ran(out) == sorted([f"fetch@{n}" for n in TF] + [f"stage-tensorflow@{n}" for n in TF]
+    assert sandbox.ran(out) == sorted([f"fetch@{n}" for n in TF] + [f"stage-tensorflow@{n}" for n in TF]
                               + [f"stage-tf2onnx@{n}" for n in ONNX_TARGETS])
     repo = reg["repo"]
     for name in TF:
@@ -95,10 +91,10 @@ def test_every_tf_kind_stages_and_validates_through_dvc(reg):
 
 def test_forced_restage_in_new_processes_changes_no_byte(reg):
     stages = [f"stage-tensorflow@{n}" for n in TF] + [f"stage-tf2onnx@{n}" for n in ONNX_TARGETS]
-    out = dvc(reg, "repro", "--force", *stages, "--single-item")
-    assert ran(out) == sorted(stages)
+    out = dvc(reg, "repro", "--force", *[sandbox.stage(reg["repo"], s) for s in stages], "--single-item")
+    assert sandbox.ran(out) == sorted(stages)
     # every staged file (model.pb, model.keras, model.h5, model.onnx) hashes the same: manifests
-    # and dvc.lock are unchanged
+    # and the shards' dvc.lock files are unchanged
     assert sandbox.run(["git", "status", "--porcelain"], reg["repo"], reg["env"]).stdout == ""
 
 
@@ -122,10 +118,10 @@ def test_tf2onnx_params_change_touches_only_onnx_targets(reg):
     params = reg["repo"] / "params.yaml"
     params.write_text(params.read_text().replace("tf2onnx:\n  opset: 17", "tf2onnx:\n  opset: 16"))
     status = dvc(reg, "status")
-    changed = sorted(set(re.findall(r"^(\S+@\S+):", status, flags=re.M)))
+    changed = sorted({sandbox.short(s) for s in re.findall(r"^(\S+@\S+):", status, flags=re.M)})
     assert changed == sorted(f"stage-tf2onnx@{n}" for n in ONNX_TARGETS)
     params.write_text(params.read_text().replace("tf2onnx:\n  opset: 16", "tf2onnx:\n  opset: 17"))
     tf_params = params.read_text().replace("tensorflow:\n  atol: 1.0e-4", "tensorflow:\n  atol: 2.0e-4")
     params.write_text(tf_params)
-    changed = sorted(set(re.findall(r"^(\S+@\S+):", dvc(reg, "status"), flags=re.M)))
+    changed = sorted({sandbox.short(s) for s in re.findall(r"^(\S+@\S+):", dvc(reg, "status"), flags=re.M)})
     assert changed == sorted(f"stage-tensorflow@{n}" for n in TF)

@@ -1,4 +1,4 @@
-"""Conversion paths: one module per path, `stages/convert/<name>.py`, each run by one `foreach` block of dvc.yaml.
+"""Conversion paths: one module per path, `stages/convert/<name>.py`, each run by one stage per card (stages/shards.py).
 
 A converter's block depends on its own code, its `params.yaml` section and its pins files, so a
 converter upgrade reruns exactly the stages that use it. A converter module has one entry point,
@@ -15,9 +15,15 @@ from importlib import import_module
 @dataclass(frozen=True)
 class Converter:
     name: str     # key under `converters` in registry/index.json, and its module stages.convert.<name>
-    stage: str    # dvc.yaml stage (foreach block) that runs it
+    stage: str    # the stage that runs it, `<stage>@<card>` (a foreach block in each pipeline shard)
     params: str   # its section of params.yaml
     pins: tuple[str, ...]  # its pinned-versions files (DVC dependencies of the stage)
+    target: str | None = None  # the `--target` it stages (an extra target format), None: the card's own
+
+    @property
+    def cmd(self) -> str:
+        """The stage's command, in the shards' foreach template."""
+        return "python -m stages stage ${item.card}" + (f" --target {self.target}" if self.target else "")
 
     @property
     def module(self) -> str:
@@ -35,7 +41,7 @@ CONVERTERS: dict[str, Converter] = {
                             ("stages/pins/tensorflow.txt", "stages/pins/transformers.txt", "stages/pins/onnx.txt")),
     "tf2onnx": Converter("tf2onnx", "stage-tf2onnx", "tf2onnx",
                          ("stages/pins/tensorflow.txt", "stages/pins/transformers.txt", "stages/pins/tf2onnx.txt",
-                          "stages/pins/onnx.txt")),
+                          "stages/pins/onnx.txt"), target="onnx"),
 }
 
 # The converter that stages an extra target format of a card (`targets:`), by (card format, target).

@@ -33,8 +33,11 @@ def repo_files(repo: str, revision: str) -> dict[str, dict]:
     from huggingface_hub import HfApi
 
     from stages import constants
+    from stages.fetch import hub_errors
 
-    info = HfApi(endpoint=constants.hf_endpoint()).model_info(repo, revision=revision, files_metadata=True)
+    endpoint = constants.hf_endpoint()
+    with hub_errors(f"{endpoint}/api/models/{repo}/revision/{revision}", repo, revision):
+        info = HfApi(endpoint=endpoint).model_info(repo, revision=revision, files_metadata=True)
     out = {}
     for sibling in info.siblings or []:
         lfs = getattr(sibling, "lfs", None)

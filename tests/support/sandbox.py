@@ -125,3 +125,26 @@ def configure_remote(repo: Path, s3: S3Server, environ: dict[str, str]) -> None:
     run(["dvc", "remote", "modify", "--local", "zoo", "endpointurl", s3.endpoint], repo, environ)
     if s3.bucket != BUCKET:  # moto's servers in one process share their buckets: tests keep theirs apart
         run(["dvc", "remote", "modify", "--local", "zoo", "url", f"s3://{s3.bucket}/dvc"], repo, environ)
+
+
+def ran(output: str) -> list[str]:
+    """The stages a `dvc repro` ran, by name (`stage-torch@x`), sorted: DVC prints a shard's stage
+    with its file (`registry/_pipeline/0001/dvc.yaml:stage-torch@x`)."""
+    import re
+
+    return sorted(re.findall(r"Running stage '(?:[^':]+:)?([^']+)'", output))
+
+
+def short(address: str) -> str:
+    """`registry/_pipeline/0001/dvc.yaml:stage-torch@x` -> `stage-torch@x`."""
+    return address.rpartition(":")[2]
+
+
+def stage(repo: Path, name: str) -> str:
+    """The DVC address of a card's stage given as `<stage>@<card>`, from the repo's registry/index.json."""
+    import json
+
+    stage_name, _, card = name.partition("@")
+    dvcfile = json.loads((repo / "registry" / "index.json").read_text())["cards"][card]["dvcfile"]
+    return f"{dvcfile}:{stage_name}@{card}"
+
