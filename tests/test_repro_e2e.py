@@ -133,6 +133,10 @@ def test_parallel_repro_is_byte_identical_to_serial_dvc_repro(parallel, serial, 
     assert {card: row["status"] for card, row in rows.items()} == dict.fromkeys(rows, "ok")
     assert rows[TF]["stages"] == "fetch, stage-tensorflow, stage-tf2onnx"
     assert re.search(r"^zoo repro: 4 card\(s\) staged, 0 failed", out, re.M)
+    assert re.search(r"Dask dashboard: http://127\.0\.0\.1:\d+/status$", out, re.M)  # printed at start
+    # off a terminal: one line per finished card, counted in order of completion
+    finished = re.findall(r"^\[(\d)/4\] (\S+) ok in [\d.]+ s$", out, re.M)
+    assert [n for n, _ in finished] == ["1", "2", "3", "4"] and sorted(c for _, c in finished) == sorted(rows)
     assert_same_tree(repo, serial)
     assert sandbox.ran(sandbox.run(["dvc", "repro"], repo, env).stdout) == []
     again = zoo_repro(repo, env, "--workers", "2")
