@@ -219,7 +219,7 @@ def repro(root: Path, targets: list[str], *, workers: int | None = None, schedul
             order = sorted(groups.items(), key=lambda kv: (-_cost(kv[1]), kv[0]))
             tasks = []
             for i, (card, stages) in enumerate(order):
-                with dask.annotate(priority=round(_cost(stages) * 10), retries=0):
+                with dask.annotate(priority=len(order) - i, retries=0):  # the rank: ties broken by name
                     tasks.append(delayed(run_card, pure=False)(card, stages, tree, isolation, cache_dir, limit_bytes,
                                                                dask_key_name=f"zoo-card-{run_id}-{i}"))
             futures = dict(zip(client.compute(tasks), order))

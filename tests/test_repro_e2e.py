@@ -316,3 +316,23 @@ def test_a_running_dask_cluster_stages_through_the_remote(tmp_path_factory, demo
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+def test_fail_fast_stops_at_the_first_failing_card(tmp_path_factory, demo_fixtures, env):
+    """`--fail-fast` on one worker: the failing card goes first (cards of equal cost go by name), the
+    others never start and are reported as cancelled; nothing is merged, exit 5."""
+    import hashlib
+
+    url = "https://example.org/repro-e2e/a-unserved.onnx"  # the mirror has no such file: HTTP 404
+    bad = fixtures.onnx_card("a-unserved", url, hashlib.sha256(b"never served").hexdigest())
+    repo = sandbox.new_registry(tmp_path_factory.mktemp("repro-fail-fast") / "registry",
+                                {"onnx/mnist": demo_fixtures["mnist"].card,
+                                 "onnx/squeezenet": demo_fixtures["squeezenet"].card, "onnx/a-unserved": bad}, env)
+    proc = zoo_repro(repo, env, "--workers", "1", "--fail-fast")
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    rows = table(proc.stdout)
+    assert {card: row["status"] for card, row in rows.items()} == {"a-unserved": "failed", "mnist": "cancelled",
+                                                                    "squeezenet": "cancelled"}
+    assert "restored" not in proc.stdout  # nothing succeeded: no merge
+    assert re.search(r"^zoo repro: 0 card\(s\) staged, 3 failed", proc.stdout, re.M)
+    assert not (repo / "registry/onnx/mnist").exists()
