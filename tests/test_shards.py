@@ -341,14 +341,19 @@ def unshard(reg) -> None:
     blocks over registry/index.json; the converter blocks with the deps lists of this code, whose
     changes are not the layout's) and no shard, then `dvc repro` there: one root dvc.lock, as DVC
     writes it for that layout."""
+    from stages.convert import CONVERTERS
+
     repo = reg["repo"]
-    old = yaml.safe_load(subprocess.run(["git", "show", "HEAD:dvc.yaml"], cwd=PROJECT, capture_output=True, text=True,
-                                        check=True).stdout)
-    assert old["vars"] == ["registry/index.json"] and old["stages"]["fetch"]["foreach"] == "${cards}"
     deps = index.stage_deps(repo)
-    for stage, block in old["stages"].items():
-        if stage in deps:
-            block["do"]["deps"] = deps[stage]
+    manifest = {"registry/${item.format}/${key}.manifest.json": {"cache": False}}
+    old = {"vars": ["registry/index.json"],  # the root dvc.yaml before the shards (git history, 036d322)
+           "stages": {"fetch": {"foreach": "${cards}",
+                                "do": {"cmd": "python -m stages fetch ${item.card} --pins ${item.pins}",
+                                       "outs": ["registry/_raw/${key}"]}},
+                      **{c.stage: {"foreach": f"${{converters.{c.name}}}",
+                                   "do": {"cmd": c.cmd, "deps": deps[c.stage], "params": [c.params, "licenses"],
+                                          "outs": ["registry/${item.format}/${key}", manifest]}}
+                         for c in CONVERTERS.values()}}}
     old["artifacts"] = yaml.safe_load((repo / "dvc.yaml").read_text())["artifacts"]
     shutil.rmtree(repo / "registry/_pipeline")
     (repo / "dvc.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
