@@ -157,6 +157,17 @@ def _cmd_gc(args) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    """argparse type: a whole number >= 1 (a local cluster of 0 workers would wait forever)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of workers >= 1")
+    return value
+
+
 def _cmd_repro(args) -> int:
     from stages.errors import ExitCode, StagingError
     from stages.repro import repro, summary, table
@@ -235,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("targets", nargs="*", help="card names (resnet50, onnx/resnet50, <name>-onnx) or DVC stage "
                                                 "addresses (default: every stale stage)")
     where = rep.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, help="start a local Dask cluster of N single-threaded worker "
+    where.add_argument("--workers", type=_positive, help="start a local Dask cluster of N single-threaded worker "
                                                    "processes (default: the number of cores)")
     where.add_argument("--scheduler", help="use a running Dask cluster, e.g. tcp://10.0.0.5:8786")
     rep.add_argument("--isolation", choices=("cache", "remote"), help="cache: tasks share this checkout's DVC "

@@ -70,12 +70,19 @@ class Result:
 def stale(root: Path, targets: list[str]) -> dict[str, list[str]]:
     """{card: [its stale stages' DVC addresses, in pipeline order]} and, under "", stale stages that are
     not a card's (the registry's own root stages), as DVC's status reports them."""
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     from stages.shards import stage_names
 
-    with Repo(os.fspath(root)) as repo:
-        status = repo.status(targets=targets or None, with_deps=True)
+    try:
+        with Repo(os.fspath(root)) as repo:
+            status = repo.status(targets=targets or None, with_deps=True)
+    except DvcException as exc:  # not a DVC repository, an unknown stage address: the user's to fix
+        line = " ".join(str(exc).split())[:300]
+        raise StagingError(f"{root}: DVC cannot tell what is stale: {line}",
+                           fix="run zoo repro in the registry's checkout, with card names or stage addresses "
+                               "that exist (`dvc stage list --all`)") from None
     order = {name: i for i, name in enumerate(["fetch", *sorted(stage_names() - {"fetch"})])}
     groups: dict[str, list[str]] = {}
     for address in status:
@@ -168,8 +175,9 @@ def _client(workers: int | None, scheduler: str | None, memory_limit: str | None
     if scheduler:
         try:
             return Client(scheduler, timeout="20s"), None
-        except (OSError, TimeoutError) as exc:
-            raise StagingError(f"{scheduler}: no Dask scheduler answered in 20 s ({type(exc).__name__})",
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: not an address
+            raise StagingError(f"{scheduler}: no Dask scheduler reached within 20 s ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())[:120]})",
                                fix="start one (`dask scheduler`, then `dask worker <address>` on each machine) "
                                    "or check the address; `--workers N` starts a local cluster instead") from None
     # One retry of a card whose worker died (killed, out of memory), then the card fails as such.
@@ -194,6 +202,7 @@ def repro(root: Path, targets: list[str], *, workers: int | None = None, schedul
     from distributed import wait  # raises the built-in TimeoutError when nothing finished in time
 
     isolation = isolation or ("remote" if scheduler else "cache")
+    limit_bytes = _parse_size(memory_limit) if memory_limit else None  # a bad flag fails even with nothing to do
     addresses = resolve_targets(root, targets)
     groups = stale(root, addresses)
     own = groups.pop("", [])
@@ -204,7 +213,6 @@ def repro(root: Path, targets: list[str], *, workers: int | None = None, schedul
     logs = root / ".dvc" / "tmp" / "zoo-repro" / run_id
     results: list[Result] = []
     if groups:
-        limit_bytes = _parse_size(memory_limit) if memory_limit else None
         cache_dir = _cache_dir(root) if isolation == "cache" else None
         client, cluster = _client(workers, scheduler, memory_limit)
         try:

@@ -283,6 +283,19 @@ def test_an_unknown_target_names_the_close_match(parallel, env):
     assert "to stage on" not in proc.stdout
 
 
+def test_bad_flags_and_addresses_are_one_line_not_a_traceback(parallel, env, tmp_path):
+    repo, _ = parallel
+    for args, code, words in ((["registry/_pipeline/9999/dvc.yaml:fetch@nope"], 5, "does not exist"),
+                              (["--workers", "0"], 2, "--workers"),
+                              (["--memory-limit", "lots", "mnist"], 3, "not a size")):
+        proc = zoo_repro(repo, env, *args)
+        assert proc.returncode == code, (args, proc.stdout + proc.stderr)
+        assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+        assert words in proc.stderr.strip().splitlines()[-1], (args, proc.stderr)
+    outside = sandbox.run(["zoo", "--root", str(tmp_path), "repro"], tmp_path, env, check=False)
+    assert outside.returncode == 5 and "not inside of a DVC repository" in outside.stderr, outside.stderr
+
+
 def test_a_running_dask_cluster_stages_through_the_remote(tmp_path_factory, demo_fixtures, env):
     """`--scheduler`: a cluster started apart from zoo (`dask scheduler` + `dask worker`, as the README
     says), remote isolation by default: the workers share nothing with the checkout but the S3 remote."""
