@@ -60,8 +60,6 @@ class Result:
     seconds: float = 0.0
     error: str = ""
     peak_mb: float = 0.0     # the largest resident set of the task's process tree (DVC and the stage)
-    worker: str = ""
-    started: float = 0.0     # when the task began, seconds since the epoch (on its worker's clock)
     log: str = ""
 
 
@@ -434,8 +432,6 @@ def run_card(card: str, stages: list[str], tree: str, isolation: str, cache_dir:
     base = Path(tempfile.mkdtemp(prefix=f"zoo-task-{card}-", dir=_scratch()))
     result = Result(card, stages, "ok")
     try:
-        result.worker = _worker_name()
-        result.started = time.time()
         ws = base / "registry"
         _unpack(_load_snapshot(tree), ws)
         if isolation == "cache":
@@ -450,17 +446,6 @@ def run_card(card: str, stages: list[str], tree: str, isolation: str, cache_dir:
         shutil.rmtree(base, ignore_errors=True)
         result.seconds = time.monotonic() - started
     return result
-
-
-def _worker_name() -> str:
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        import socket
-
-        return socket.gethostname()
 
 
 def _scratch() -> str | None:
