@@ -157,6 +157,27 @@ def _cmd_gc(args) -> int:
     return 0
 
 
+def _cmd_audit(args) -> int:
+    from stages.audit import audit, default_rev, render
+    from stages.errors import ExitCode
+
+    report = audit(args.root, args.rev or default_rev(args.root), remote=args.remote, repair=args.repair)
+    sys.stdout.write(json.dumps(report.as_json(), indent=2, sort_keys=True) + "\n" if args.json else render(report))
+    if not report.ok:
+        print("zoo audit: repair with `zoo audit --repair` (from the cache into the remote with --remote, or "
+              "from the remote into the cache), or restage with `dvc repro -f -s <stage>` then `dvc push`",
+              file=sys.stderr)
+    return 0 if report.ok else int(ExitCode.INTEGRITY)
+
+
+def _cmd_pull(args) -> int:
+    from stages.pull import pull
+
+    for target, files, size in pull(args.root, args.names):
+        print(f"{target.path}: {files} files, {size / 1e6:.1f} MB, every sha256 matches its manifest")
+    return 0
+
+
 def _positive(text: str) -> int:
     """argparse type: a whole number >= 1 (a local cluster of 0 workers would wait forever)."""
     try:
@@ -241,6 +262,20 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("names", nargs="*", help="card names (default: every card)")
     up.add_argument("--json", action="store_true", help="machine-readable output")
     up.set_defaults(func=_cmd_upstream)
+    aud = sub.add_parser("audit", help="check every object of a release in the DVC cache (or the remote) against "
+                                       "its md5 and the manifests' sha256; exit 8 when any is missing or corrupted")
+    aud.add_argument("rev", nargs="?", help="a release tag, branch or commit (default: the latest zoo-v* release, "
+                                            "or HEAD before the first)")
+    aud.add_argument("--remote", action="store_true", help="audit the DVC remote itself (streamed and hashed; "
+                                                           "nothing is written here)")
+    aud.add_argument("--repair", action="store_true", help="put verified copies back: from the cache into the "
+                                                           "remote (with --remote), or from the remote into the cache")
+    aud.add_argument("--json", action="store_true", help="machine-readable output")
+    aud.set_defaults(func=_cmd_audit)
+    pul = sub.add_parser("pull", help="pull staged models by name (one shard read, not the whole zoo) and check "
+                                      "every file against its manifest")
+    pul.add_argument("names", nargs="+", help="model names: resnet50, onnx/resnet50, <name>-onnx for a target")
+    pul.set_defaults(func=_cmd_pull)
     rep = sub.add_parser("repro", help="restage what is stale in parallel on Dask (a local cluster or yours), "
                                        "merged through DVC's run-cache; `dvc repro` stays the one-core way")
     rep.add_argument("targets", nargs="*", help="card names (resnet50, onnx/resnet50, <name>-onnx) or DVC stage "
@@ -283,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     input: one line saying so and exit 70 (EX_SOFTWARE in sysexits.h), and `-v` re-raises it for the
     traceback a report needs. argparse's usage errors exit 2 (ExitCode.USAGE) before this.
     """
-    from stages.errors import ConfigError
+    from stages.errors import ConfigError, DiskFullError, disk_full_cause
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -292,6 +327,17 @@ def main(argv: list[str] | None = None) -> int:
 
     def one_line(exc: BaseException) -> str:
         return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+    def no_space(exc: BaseException) -> int | None:
+        cause = disk_full_cause(exc)
+        if cause is None:
+            return None
+        where = f" writing {cause.filename}" if cause.filename else ""
+        error = DiskFullError(f"no space left{where} ({cause.strerror or 'file too large'}); the step stopped "
+                              "and nothing half-written is under a final name",
+                              fix="free disk space (or raise the file-size or disk quota limit) and run the command again")
+        print(f"zoo: error: {one_line(error)}", file=sys.stderr)
+        return int(DiskFullError.exit_code)
 
     try:
         root = args.root or constants.root()
@@ -302,12 +348,16 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         _record_timing(args, started)
     except ZooError as exc:
+        if (code := no_space(exc)) is not None:
+            return code
         print(f"zoo: error: {one_line(exc)}", file=sys.stderr)
         return int(type(exc).exit_code)  # the class's family code, never one set on an instance
     except KeyboardInterrupt:
         print("zoo: interrupted; nothing was placed under a final name", file=sys.stderr)
         return 130
     except Exception as exc:
+        if (code := no_space(exc)) is not None:
+            return code
         if args.verbose:
             raise
         detail = one_line(exc)

@@ -34,6 +34,11 @@ class ExitCode(enum.IntEnum):
       data (VerifyError).
     - RELEASE (7): a release or gc is refused (ReleaseRefused), or git fails on the repository or a
       revision (GitError).
+    - INTEGRITY (8): bytes differ from what git records for them (IntegrityError): a staged file, a
+      cache object or a remote object whose sha256, md5 or size is not the manifest's or the lock's,
+      or one that is missing (`zoo verify`, `zoo audit`, `zoo pull`).
+    - NO_SPACE (74): the disk filled up, or a file-size limit was reached, while writing (DiskFullError;
+      EX_IOERR in sysexits.h); nothing half-written is left under a final name.
     - INTERNAL (70): not a ZooError: a bug in the registry (EX_SOFTWARE in sysexits.h); the CLI
       prints one line, and the traceback with -v.
     """
@@ -45,7 +50,9 @@ class ExitCode(enum.IntEnum):
     STAGING = 5
     VALIDATION = 6
     RELEASE = 7
+    INTEGRITY = 8
     INTERNAL = 70
+    NO_SPACE = 74
 
 
 class ZooError(Exception):
@@ -202,6 +209,34 @@ class ReleaseRefused(ZooError):
     version or confirmation is wrong; the message says what to do first."""
 
     exit_code = ExitCode.RELEASE
+
+
+class IntegrityError(ZooError):
+    """Bytes differ from what git records for them (a manifest's sha256 and size, a DVC object's md5),
+    or are missing: in a staged folder, the DVC cache or the remote. Names the model and the file."""
+
+    exit_code = ExitCode.INTEGRITY
+
+
+class DiskFullError(ZooError, OSError):
+    """Writing failed for lack of space (ENOSPC, EDQUOT) or past a file-size limit (EFBIG): the step
+    stopped, its temp files were removed, nothing is under a final name."""
+
+    exit_code = ExitCode.NO_SPACE
+
+
+DISK_FULL_ERRNOS = (28, 27, 122)  # ENOSPC, EFBIG, EDQUOT (Linux numbering)
+
+
+def disk_full_cause(exc: BaseException | None) -> OSError | None:
+    """The ENOSPC/EFBIG/EDQUOT OSError behind `exc` (itself, or in its __cause__/__context__ chain)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and not isinstance(exc, ZooError) and exc.errno in DISK_FULL_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 class DuplicateKey(Exception):

@@ -54,17 +54,23 @@ def _cat_blobs(repo: Path, oids: list[str]) -> list[bytes]:
     return blobs
 
 
-def snapshot(repo: Path, rev: str) -> Snapshot:
-    commit = rev_parse(repo, rev)
-    listing = git(repo, "ls-tree", "-r", "-z", "--full-tree", commit, "--", "registry").split(b"\0")
+def read_tree(repo: Path, commit: str, keep, under: tuple[str, ...] = ("registry",)) -> dict[str, bytes]:
+    """{path: bytes} of the blobs under the paths `under` at `commit` whose path `keep(path)` accepts:
+    two git processes, whatever their number."""
+    listing = git(repo, "ls-tree", "-r", "-z", "--full-tree", commit, "--", *under).split(b"\0")
     wanted: list[tuple[str, str]] = []
     for entry in filter(None, listing):
         meta, path = entry.decode().split("\t", 1)
-        oid = meta.split()[2]
-        if path == "registry/index.json" or MANIFEST_RE.match(path):
-            wanted.append((path, oid))
+        if keep(path):
+            wanted.append((path, meta.split()[2]))
+    return dict(zip((path for path, _ in wanted), _cat_blobs(repo, [oid for _, oid in wanted]))) if wanted else {}
+
+
+def snapshot(repo: Path, rev: str) -> Snapshot:
+    commit = rev_parse(repo, rev)
     snap = Snapshot(rev=rev, commit=commit)
-    for (path, _), blob in zip(wanted, _cat_blobs(repo, [oid for _, oid in wanted])):
+    blobs = read_tree(repo, commit, lambda path: path == "registry/index.json" or bool(MANIFEST_RE.match(path)))
+    for path, blob in blobs.items():
         data = json.loads(blob)
         if path == "registry/index.json":
             snap.index = data

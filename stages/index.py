@@ -25,6 +25,7 @@ from stages.convert import CONVERTERS, for_card
 from stages.errors import CardError, IndexStaleError
 from stages.files import dumps_stable, write_text_atomic
 from stages.indexfile import INDEX, pins_hash, strip_none
+from stages.schema import NAME_FIX, NAME_RE
 from stages.sources import get_kind
 
 # The cards' JSON Schema (`zoo schema`), for editors: `# yaml-language-server: $schema=../card.schema.json`
@@ -39,10 +40,16 @@ STAGE_ROOTS = (PACKAGE, f"{PACKAGE}.pipeline")
 
 
 def load_all(root: Path) -> list[Card]:
-    """Every card under root/registry, parsed; duplicate names across formats are refused."""
+    """Every card under root/registry, parsed; duplicate names across formats are refused, and so are
+    values `zoo index` could not copy into the pipeline as they are (`refuse_interpolation`)."""
     cards, seen = [], {}
     for path in find_cards(root):
-        card = load_card(path.relative_to(root), root)
+        rel = path.relative_to(root)
+        if not NAME_RE.fullmatch(rel.stem):  # before reading: the stem reaches the stages' commands
+            raise CardError(shown_path(rel), "name", f"the file name {rel.stem!r} is not a model name",
+                            f"name the file <name>.yaml after the card's `name:`; {NAME_FIX}")
+        card = load_card(rel, root)
+        refuse_interpolation(card)
         if card.name in seen:
             raise CardError(card.path, "name", f"{card.name!r} is already used by {seen[card.name]}",
                             "model names are unique across formats; rename one of the cards")
@@ -55,6 +62,21 @@ def load_all(root: Path) -> list[Card]:
                 raise CardError(seen[clash], "name", f"{clash!r} is the artifact name of {card.path}'s {target} target",
                                 "rename one of the cards")
     return cards
+
+
+def shown_path(rel: Path) -> str:
+    """A path for a one-line message: as it is, or quoted when it holds a newline or another control character."""
+    text = rel.as_posix()
+    return text if text.isprintable() else repr(text)
+
+
+def refuse_interpolation(card: Card) -> None:
+    """The description and tags are copied into dvc.yaml's `artifacts:`, where DVC interpolates `${...}`:
+    `${nope}` would break every `dvc` command in the registry, `${onnx.atol}` read params.yaml."""
+    for field, value in (("description", card.description), *((f"tags[{i}]", t) for i, t in enumerate(card.tags))):
+        if "${" in value:
+            raise CardError(card.path, field, "'${' would be read by DVC as an interpolation (the value is copied "
+                            "into dvc.yaml's artifacts)", "write it without `${` (e.g. `$ {`)")
 
 
 def card_schema_text() -> str:

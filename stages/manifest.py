@@ -134,3 +134,39 @@ def read(path: Path) -> dict[str, Any]:
     if not isinstance(manifest.get("format"), str):
         raise ManifestError(f"{path}: has no `format` (not a manifest the registry wrote)", fix=restore)
     return manifest
+
+
+def check_files(folder: Path, manifest: dict[str, Any], shown: str | None = None) -> tuple[int, int]:
+    """Every file under a staged folder against its manifest's sha256 and size: (files, bytes), or an
+    IntegrityError naming the first missing, extra or changed file (sizes first, then streamed sha256).
+    `shown` is the folder as the user named it (default: as given)."""
+    from stages.errors import IntegrityError
+
+    folder = Path(folder)
+    expected = manifest.get("files")
+    where = shown or folder.as_posix()
+    if not isinstance(expected, dict) or not expected:
+        raise ManifestError(f"{where}.manifest.json: lists no files", fix="restage the model (`dvc repro`)")
+    # DVC trusts a copy it checked out (its state records the hash), so a bad copy is removed first
+    repull = (f"get a good copy: `rm -r {where}` then `zoo pull {folder.parent.name}/{folder.name}` "
+              f"(or `dvc pull {where}`)")
+    actual = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()} \
+        if folder.is_dir() else {}
+    for rel in sorted(set(expected) - set(actual)):
+        raise IntegrityError(f"{where}/{rel}: missing (the manifest lists {len(expected)} files)", fix=repull)
+    for rel in sorted(set(actual) - set(expected)):
+        raise IntegrityError(f"{where}/{rel}: not in the manifest (an extra file in a staged folder)",
+                             fix=f"remove it, or {repull}")
+    for rel, path in actual.items():
+        size = path.stat().st_size
+        if size != expected[rel].get("size"):
+            raise IntegrityError(f"{where}/{rel}: {size} bytes, the manifest records {expected[rel].get('size')}",
+                                 fix=repull)
+    for rel, path in actual.items():
+        digest = sha256_file(path)
+        if digest != expected[rel].get("sha256"):
+            raise IntegrityError(f"{where}/{rel}: sha256 {digest[:12]}..., the manifest records "
+                                 f"{str(expected[rel].get('sha256'))[:12]}... (same size: changed bytes)",
+                                 fix=f"{repull}; if it comes back wrong, the DVC cache is damaged: `zoo audit "
+                                     f"--repair` restores it from the remote")
+    return len(actual), sum(r.get("size", 0) for r in expected.values())

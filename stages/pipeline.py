@@ -76,7 +76,7 @@ def fetch_card(root: Path, card_path: Path, pins: str | None = None) -> Path:
     records = []
     with building_dir(dest) as tmp:
         for remote in files:
-            target = tmp / remote.filename
+            target = tmp / _inside(card, remote.filename)
             target.parent.mkdir(parents=True, exist_ok=True)
             moved: list[str] = []
             if remote.url:
@@ -93,6 +93,20 @@ def fetch_card(root: Path, card_path: Path, pins: str | None = None) -> Path:
             log.info("%s: fetched %s (%d bytes, sha256 ok)", card.name, remote.describe(), size)
         write_json_atomic(tmp / FETCH_RECORD, {"card": card.name, "kind": card.kind, "files": records})
     return dest
+
+
+def _inside(card: Card, filename: str) -> str:
+    """An upstream file name (a hub's listing chooses it) as a path inside the raw folder, or refused."""
+    from pathlib import PurePosixPath
+
+    from stages.errors import UnsafeArchiveError
+
+    rel = PurePosixPath(filename.replace("\\", "/"))
+    if not rel.parts or rel.is_absolute() or ".." in rel.parts:
+        raise UnsafeArchiveError(f"{card.path}: the upstream file name {filename!r} would be written outside "
+                                 f"{card.raw_dir.as_posix()}",
+                                 fix="refusing it: the upstream listing is malformed or malicious; pin another revision")
+    return rel.as_posix()
 
 
 def _download_url(remote, target: Path, card: Card, partial: Path | None, moved: list[str]) -> tuple[int, str]:

@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from stages import diff as zdiff
@@ -70,32 +71,97 @@ def release(root: Path, version: str) -> tuple[str, str]:
 
     Each model added or changed since the previous release also gets GTO's version tag
     `<name>@v<version>` on the same commit, so `dvc artifacts get`, GTO and DVC Studio's model
-    registry see every model's versions; an unchanged model keeps its earlier version.
+    registry see every model's versions; an unchanged model keeps its earlier version. One release
+    at a time per repository (a lock in the git folder; a second one waits, then finds the tag), and
+    all its tags land in one git transaction: a release killed midway leaves no tag at all.
     """
     if not SEMVER_RE.match(version):
         raise ReleaseRefused(f"{version!r} is not a semantic version", fix="use MAJOR.MINOR.PATCH, e.g. 1.2.0")
-    tag = f"zoo-v{version}"
-    existing = gitio.release_tags(root)
-    if tag in existing:
-        raise ReleaseRefused(f"{tag} already exists", fix="releases are immutable; pick the next version")
-    previous = existing[-1] if existing else None
-    if previous and gitio.semver_key(tag) < gitio.semver_key(previous):
-        raise ReleaseRefused(f"{tag} is older than the latest release {previous}", fix="pick a version above it")
-    snap = check_releasable(root)
-    if previous:
-        result = zdiff.diff(gitio.snapshot(root, previous), snap)
-        body = zdiff.render_markdown(result)
-        new_versions = sorted({*result["added"], *result["changed"]})
-    else:
-        body = f"Initial release: {len(snap.manifests)} models.\n\n" + "".join(
-            f"- `{n}` ({m.get('format')})\n" for n, m in sorted(snap.manifests.items()))
-        new_versions = sorted(snap.manifests)
-    message = f"zoo {tag[4:]}\n\n{body}"
-    gitio.git(root, "tag", "-a", tag, "-F", "-", input=message.encode())
-    for name in new_versions:  # GTO's per-artifact version tags: what `dvc artifacts get` resolves
-        gitio.git(root, "tag", "-a", f"{name}@v{version}", "-m",
-                  f"Registering artifact {name} version v{version} (zoo release {tag})", snap.commit)
+    with _release_lock(root):
+        tag = f"zoo-v{version}"
+        existing = gitio.release_tags(root)
+        if tag in existing:
+            raise ReleaseRefused(f"{tag} already exists", fix="releases are immutable; pick the next version")
+        previous = existing[-1] if existing else None
+        if previous and gitio.semver_key(tag) < gitio.semver_key(previous):
+            raise ReleaseRefused(f"{tag} is older than the latest release {previous}", fix="pick a version above it")
+        snap = check_releasable(root)
+        if previous:
+            result = zdiff.diff(gitio.snapshot(root, previous), snap)
+            body = zdiff.render_markdown(result)
+            new_versions = sorted({*result["added"], *result["changed"]})
+        else:
+            body = f"Initial release: {len(snap.manifests)} models.\n\n" + "".join(
+                f"- `{n}` ({m.get('format')})\n" for n, m in sorted(snap.manifests.items()))
+            new_versions = sorted(snap.manifests)
+        _check_remote_bytes(root, snap, new_versions)
+        message = f"zoo {tag[4:]}\n\n{body}"
+        tags = {tag: message} | {  # GTO's per-artifact version tags: what `dvc artifacts get` resolves
+            f"{name}@v{version}": f"Registering artifact {name} version v{version} (zoo release {tag})\n"
+            for name in new_versions}
+        _create_tags(root, snap.commit, tags)
     return tag, message
+
+
+@contextmanager
+def _release_lock(root: Path):
+    """An exclusive lock on `<git dir>/zoo-release.lock` for one release at a time; the kernel drops it
+    when its holder dies, so a killed release never blocks the next."""
+    import fcntl
+
+    git_dir = Path(gitio.git(root, "rev-parse", "--git-common-dir").decode().strip())
+    path = git_dir if git_dir.is_absolute() else root / git_dir
+    with open(path / "zoo-release.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("zoo release: another release is running in this repository; waiting for it", file=sys.stderr)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _create_tags(root: Path, commit: str, tags: dict[str, str]) -> None:
+    """Annotated tags on `commit`, all or none: tag objects first, then one `git update-ref` transaction."""
+    import tempfile
+
+    ident = gitio.git(root, "var", "GIT_COMMITTER_IDENT").decode().strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, (name, message) in enumerate(tags.items()):
+            path = Path(tmp) / f"{i}.tag"
+            path.write_text(f"object {commit}\ntype commit\ntag {name}\ntagger {ident}\n\n{message}", encoding="utf-8")
+            paths.append(str(path))
+        oids = gitio.git(root, "hash-object", "-t", "tag", "-w", "--stdin-paths",
+                         input="".join(f"{p}\n" for p in paths).encode()).decode().split()
+    script = "start\n" + "".join(f"create refs/tags/{name} {oid}\n" for name, oid in zip(tags, oids)) + "prepare\ncommit\n"
+    try:
+        gitio.git(root, "update-ref", "--stdin", input=script.encode())
+    except ZooError as exc:
+        raise ReleaseRefused(f"the release's tags could not be written, none was: {exc}",
+                             fix="a tag of that name exists (`git tag -l`): remove the stray tag or pick the next version") from None
+
+
+def _check_remote_bytes(root: Path, snap: gitio.Snapshot, names: list[str]) -> None:
+    """Every object of the models this release adds or changes, streamed from the remote and hashed
+    (stages.audit): `dvc status --cloud` checks only that the objects exist."""
+    from stages.audit import audit
+
+    paths = set()
+    for name in names:
+        manifest = snap.manifests.get(name) or {}
+        if manifest.get("format") and manifest.get("name"):
+            paths |= {f"registry/{manifest['format']}/{manifest['name']}", f"registry/_raw/{manifest['name']}"}
+    if not paths:
+        return
+    report = audit(root, snap.commit, remote=True, paths=paths)
+    if report.ok:
+        return
+    problem = next(p for p in report.problems if not p.repaired)
+    if problem.status == "unreadable":
+        raise ReleaseRefused(f"cannot verify the remote's copy of {problem.path}: {problem.detail}",
+                             fix="check that the remote is reachable, then release again")
+    raise ReleaseRefused(f"the remote's copy of {problem.path} is {problem.status} ({problem.detail})",
+                         fix="run `zoo audit --remote --repair` (or `dvc push` for a missing object), then release again")
 
 
 def gc(root: Path, *, cloud: bool, yes: bool) -> str:

@@ -201,22 +201,6 @@ def print_bare(bare: dict) -> None:
 
 # --- the registry with generated ONNX-zoo cards --------------------------------------------------------------------
 
-def tiny_model(i: int) -> bytes:
-    """A distinct small ONNX model per card (Gemm with seeded weights, symbolic batch)."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(i)
-    w = numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "W")
-    b = numpy_helper.from_array(rng.standard_normal((4,)).astype(np.float32), "B")
-    graph = helper.make_graph([helper.make_node("Gemm", ["x", "W", "B"], ["y"])], f"tiny{i}",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [w, b])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="bench")
-    model.ir_version = 8
-    return model.SerializeToString()
-
-
 def card_name(i: int) -> str:
     return f"m{i:04d}"
 
@@ -227,7 +211,7 @@ def registry(env, mirror_root: Path, n: int) -> tuple[dict, Path]:
     cards = {}
     for i in range(n):
         url = f"https://example.org/bench/{card_name(i)}/model.onnx"
-        sha = fixtures.publish(mirror_root, url, tiny_model(i))
+        sha = fixtures.publish(mirror_root, url, fixtures.tiny_model(i))
         cards[f"onnx/{card_name(i)}"] = fixtures.onnx_card(card_name(i), url, sha)
     repo = sandbox.new_registry(WORK / f"registry-{n}", cards, env)
     timings = WORK / f"registry-{n}-timings.jsonl"

@@ -74,3 +74,20 @@ def make_root(tmp_path: Path, cards: dict[str, str]) -> Path:
 def leftovers(root: Path) -> list[str]:
     """Anything half-written: temp files or folders from an interrupted or failed step."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if ".incomplete" in p.name or ".hf-" in p.name)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The fault campaign's figures (tests/support/campaign.py), when this run executed fault cases."""
+    import json
+
+    from tests.support import campaign
+
+    if not campaign.ROWS:
+        return
+    terminalreporter.section("fault campaign")
+    terminalreporter.write(campaign.table())
+    base = Path(str(config._tmp_path_factory.getbasetemp())) if hasattr(config, "_tmp_path_factory") else None
+    if base is not None:
+        (base / "fault-campaign.md").write_text(campaign.table())
+        (base / "fault-campaign.json").write_text(json.dumps(campaign.as_dicts(), indent=2) + "\n")
+        terminalreporter.write_line(f"written to {base / 'fault-campaign.md'}")

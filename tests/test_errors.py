@@ -30,6 +30,8 @@ FAMILIES = {
     ExitCode.STAGING: {"StagingError", "VersionMismatchError"},
     ExitCode.VALIDATION: {"ParityError", "VerifyError"},
     ExitCode.RELEASE: {"ReleaseRefused", "GitError"},
+    ExitCode.INTEGRITY: {"IntegrityError"},
+    ExitCode.NO_SPACE: {"DiskFullError"},
 }
 
 

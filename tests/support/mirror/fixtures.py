@@ -265,3 +265,19 @@ def onnx_card(name: str, url: str, sha: str, test_url: str | None = None, test_s
     if test_url:
         source += f"  test_data:\n    url: {test_url}\n    sha256: {test_sha}\n"
     return _card(name, f"{name} (test fixture)", source, TENSOR_PRE, "test") + extra
+
+
+def tiny_model(i: int) -> bytes:
+    """A distinct small ONNX model per card (Gemm with seeded weights, symbolic batch)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(i)
+    w = numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.standard_normal((4,)).astype(np.float32), "B")
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "W", "B"], ["y"])], f"tiny{i}",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="bench")
+    model.ir_version = 8
+    return model.SerializeToString()
