@@ -339,8 +339,16 @@ def render(report: Report) -> str:
         "every problem repaired" if report.ok else
         f"{sum(not p.repaired for p in report.problems)} problem(s)")
     lines.append(f"zoo audit: {report.rev} in {report.where}: {report.outputs} folders, {report.files} files, "
-                 f"{report.bytes / 1e6:.1f} MB read: {verdict}")
+                 f"{_size(report.bytes)} read: {verdict}")
     return "\n".join(lines) + "\n"
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
 
 
 def first_problem(report: Report) -> IntegrityError:

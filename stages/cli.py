@@ -108,6 +108,7 @@ def _cmd_verify(args) -> int:
         if args.json:
             print(json.dumps(result, sort_keys=True))
             continue
+        print(f"{result['model']}: {result['bytes']['files']} files match the manifest (size and sha256)")
         for filename, rec in result["files"].items():
             print(f"{result['model']}: {filename} on {result['sets']} golden set(s): max abs {rec['max_abs_error']}, "
                   f"max rel {rec['max_rel_error']} (atol {rec['atol']}, rtol {rec['rtol']}) ok")
@@ -332,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         cause = disk_full_cause(exc)
         if cause is None:
             return None
-        where = f" writing {cause.filename}" if cause.filename else ""
+        written = getattr(cause, "filename2", None) or cause.filename  # a copy names its source first
+        where = f" writing {written}" if written else ""
         error = DiskFullError(f"no space left{where} ({cause.strerror or 'file too large'}); the step stopped "
                               "and nothing half-written is under a final name",
                               fix="free disk space (or raise the file-size or disk quota limit) and run the command again")

@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 from stages import constants
-from stages.errors import (FetchError, HashMismatchError, HTTPStatusError, NotAModelError,
+from stages.errors import (DISK_FULL_ERRNOS, FetchError, HashMismatchError, HTTPStatusError, NotAModelError,
                            TruncatedError)
 from stages.files import temp_sibling
 
@@ -122,16 +122,21 @@ def _status_error(url: str, requested: str, status: int) -> HTTPStatusError:
 
 
 def _read_into(resp, state: _Progress, bar) -> None:
-    with open(state.tmp, "ab") as fh:
-        for chunk in resp.iter_content(NET_CHUNK):
-            if not chunk:
-                continue
-            if len(state.head) < 512:
-                state.head += chunk[: 512 - len(state.head)]
-            fh.write(chunk)
-            state.digest.update(chunk)
-            state.received += len(chunk)
-            bar.update(len(chunk))
+    try:
+        with open(state.tmp, "ab") as fh:
+            for chunk in resp.iter_content(NET_CHUNK):
+                if not chunk:
+                    continue
+                if len(state.head) < 512:
+                    state.head += chunk[: 512 - len(state.head)]
+                fh.write(chunk)
+                state.digest.update(chunk)
+                state.received += len(chunk)
+                bar.update(len(chunk))
+    except OSError as exc:  # write() names no file: say which one the disk (or the size limit) refused
+        if exc.errno in DISK_FULL_ERRNOS and exc.filename is None:
+            exc.filename = str(state.tmp)
+        raise
 
 
 class _BodyBroken(Exception):

@@ -1,7 +1,9 @@
 """Small file helpers shared by fetching and staging: streaming hashes and atomic placement.
 
 Nothing half-written is ever visible under a final name: files and folders are built under a
-unique `*.incomplete` name beside their destination and renamed into place only when whole.
+unique `.<name>.<pid>-<uuid>.incomplete` name beside their destination and renamed into place only
+when whole. A writer killed with SIGKILL cannot clean up, so the pid in the name lets the next
+writer of the same destination remove what a dead process left (never a live one's).
 """
 
 from __future__ import annotations
@@ -9,13 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from stages.errors import disk_full_cause
+
 CHUNK = 1 << 20
+TEMP_RE = re.compile(r"\.(.+)\.([1-9]\d{0,8})-[0-9a-f]{12}\.incomplete")  # temp_sibling's names: name, pid
 
 
 def sha256_file(path: Path) -> str:
@@ -28,7 +34,49 @@ def sha256_file(path: Path) -> str:
 
 
 def temp_sibling(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.incomplete")
+    """A fresh temp name beside `dest` carrying this process's pid; first sweeps dead writers' temps of `dest`."""
+    sweep_stale(dest)
+    return dest.with_name(f".{dest.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.incomplete")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        pass
+    return True
+
+
+def sweep_stale(dest: Path) -> list[Path]:
+    """Remove the temp siblings of `dest` whose writer process is gone (killed mid-write); returns them.
+
+    Only names of temp_sibling's shape for this very `dest` are touched, and only when their pid is
+    not a live process: a concurrent writer's temp stays.
+    """
+    try:
+        entries = list(dest.parent.iterdir())
+    except FileNotFoundError:
+        return []
+    stale = [p for p in entries
+             if (m := TEMP_RE.fullmatch(p.name)) and m.group(1) == dest.name and not _alive(int(m.group(2)))]
+    for path in stale:
+        remove(path)
+    return stale
+
+
+def final_path(path: str | os.PathLike) -> Path:
+    """The path a temp path will have once placed: each `.<name>.<pid>-<uuid>.incomplete` part becomes `<name>`."""
+    return Path(*(m.group(1) if (m := TEMP_RE.fullmatch(part)) else part for part in Path(path).parts))
+
+
+def _name_disk_full(exc: BaseException, where: Path) -> None:
+    """Make a disk-full OSError behind `exc` name the final path of the file being written (`where` when it names
+    none: a bare write() error), so the CLI's one line says which file, not a temp name or a copy's source."""
+    cause = disk_full_cause(exc)
+    if cause is not None:
+        cause.filename, cause.filename2 = str(final_path(cause.filename2 or cause.filename or where)), None
 
 
 def remove(path: Path) -> None:
@@ -57,8 +105,9 @@ def building_dir(dest: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
         remove(tmp)
+        _name_disk_full(exc, dest)
         raise
     replace_dir(tmp, dest)
 
@@ -77,8 +126,9 @@ def write_text_atomic(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        _name_disk_full(exc, path)
         raise
 
 

@@ -136,37 +136,53 @@ def read(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def _expected_files(folder: Path, manifest: dict[str, Any]) -> dict[str, tuple[int, str]]:
+    """The manifest's `files` as {posix relative path: (size, sha256)}; a malformed entry is a ManifestError."""
+    path = folder.with_name(f"{folder.name}.manifest.json")
+    files = manifest.get("files")
+    restore = f"restore it with `git checkout -- {path}`, or restage the model (`dvc repro`)"
+    if not isinstance(files, dict) or not files:
+        raise ManifestError(f"{path}: no `files` (the staged files' sha256 and size)", fix=restore)
+    expected = {}
+    for rel, rec in files.items():
+        size, sha = (rec.get("size"), rec.get("sha256")) if isinstance(rec, dict) else (None, None)
+        if not isinstance(size, int) or not isinstance(sha, str) or len(sha) != 64:
+            raise ManifestError(f"{path}: files.{rel}: expected {{sha256, size}}, got {rec!r}"[:300], fix=restore)
+        expected[rel] = (size, sha)
+    return expected
+
+
 def check_files(folder: Path, manifest: dict[str, Any], shown: str | None = None) -> tuple[int, int]:
-    """Every file under a staged folder against its manifest's sha256 and size: (files, bytes), or an
-    IntegrityError naming the first missing, extra or changed file (sizes first, then streamed sha256).
-    `shown` is the folder as the user named it (default: as given)."""
+    """Every file under a staged folder against its manifest's sizes and sha256: (files, bytes).
+
+    Sizes first (no reading), then each sha256 streamed. Every difference is collected before
+    raising, so one IntegrityError names each missing, extra or changed file with both values.
+    `shown` is the folder as the user named it (default: relative to the current folder).
+    """
     from stages.errors import IntegrityError
 
     folder = Path(folder)
-    expected = manifest.get("files")
-    where = shown or folder.as_posix()
-    if not isinstance(expected, dict) or not expected:
-        raise ManifestError(f"{where}.manifest.json: lists no files", fix="restage the model (`dvc repro`)")
-    # DVC trusts a copy it checked out (its state records the hash), so a bad copy is removed first
-    repull = (f"get a good copy: `rm -r {where}` then `zoo pull {folder.parent.name}/{folder.name}` "
-              f"(or `dvc pull {where}`)")
-    actual = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()} \
-        if folder.is_dir() else {}
-    for rel in sorted(set(expected) - set(actual)):
-        raise IntegrityError(f"{where}/{rel}: missing (the manifest lists {len(expected)} files)", fix=repull)
-    for rel in sorted(set(actual) - set(expected)):
-        raise IntegrityError(f"{where}/{rel}: not in the manifest (an extra file in a staged folder)",
-                             fix=f"remove it, or {repull}")
-    for rel, path in actual.items():
-        size = path.stat().st_size
-        if size != expected[rel].get("size"):
-            raise IntegrityError(f"{where}/{rel}: {size} bytes, the manifest records {expected[rel].get('size')}",
-                                 fix=repull)
-    for rel, path in actual.items():
-        digest = sha256_file(path)
-        if digest != expected[rel].get("sha256"):
-            raise IntegrityError(f"{where}/{rel}: sha256 {digest[:12]}..., the manifest records "
-                                 f"{str(expected[rel].get('sha256'))[:12]}... (same size: changed bytes)",
-                                 fix=f"{repull}; if it comes back wrong, the DVC cache is damaged: `zoo audit "
-                                     f"--repair` restores it from the remote")
-    return len(actual), sum(r.get("size", 0) for r in expected.values())
+    expected = _expected_files(folder, manifest)
+    present = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
+    problems = [f"{rel}: missing (expected {size} bytes, sha256 {sha[:12]})"
+                for rel, (size, sha) in sorted(expected.items()) if rel not in present]
+    problems += [f"{rel}: not in the manifest (an extra file, {present[rel].stat().st_size} bytes)"
+                 for rel in sorted(present.keys() - expected.keys())]
+    for rel in sorted(present.keys() & expected.keys()):
+        size, sha = expected[rel]
+        actual_size = present[rel].stat().st_size
+        if actual_size != size:
+            problems.append(f"{rel}: expected {size} bytes, got {actual_size}")
+        elif (actual := sha256_file(present[rel])) != sha:
+            problems.append(f"{rel}: expected sha256 {sha[:12]}, got {actual[:12]} (same size, {size} bytes)")
+    if problems:
+        listed = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        here = Path.cwd()
+        where = shown or (folder.relative_to(here) if folder.is_relative_to(here) else folder).as_posix()
+        count = "1 file differs" if len(problems) == 1 else f"{len(problems)} files differ"
+        # DVC trusts a copy it checked out (its state db holds the hash), so the bad copy goes first
+        raise IntegrityError(f"{where}: {count} from {where}.manifest.json: {listed}",
+                             fix=f"get a good copy: `rm -r {where}` then `zoo pull {folder.parent.name}/{folder.name}` "
+                                 f"(or `dvc pull {where}`, whose remote has verify = true); if it comes back wrong, "
+                                 "the DVC cache is damaged: `zoo audit --repair` restores it from the remote")
+    return len(expected), sum(size for size, _ in expected.values())

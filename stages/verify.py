@@ -1,10 +1,13 @@
-"""`zoo verify registry/<format>/<name>`: a staged model run on its golden data.
+"""`zoo verify registry/<format>/<name>`: a staged model's bytes checked, then run on its golden data.
 
-Each staged file is run on every `test_data_set_*` beside it (ONNX Runtime for `model.onnx`,
-TensorFlow for `model.pb`, Keras with `safe_mode=True` for `model.keras` and `model.h5`), fed by
-tensor name, and its outputs compared with the golden outputs (computed by the source framework)
-within the manifest's tolerances. It needs only that folder and its manifest: a fresh clone after
-`dvc pull registry/<format>/<name>`.
+First every file of the folder is checked against the manifest's `files` (size, then a streamed
+sha256; stages.manifest.check_files): a flipped bit in a weight still loads and runs within tolerance, so the
+golden data alone would not catch it, and a missing or extra file means the folder is not what git
+recorded. Then each staged file is run on every `test_data_set_*` beside it (ONNX Runtime for
+`model.onnx`, TensorFlow for `model.pb`, Keras with `safe_mode=True` for `model.keras` and
+`model.h5`), fed by tensor name, and its outputs compared with the golden outputs (computed by the
+source framework) within the manifest's tolerances. It needs only that folder and its manifest: a
+fresh clone after `dvc pull registry/<format>/<name>`.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ KERAS_FILES = ("model.keras", "model.h5")
 
 
 def verify(folder: Path) -> dict[str, Any]:
-    """Run every staged model file in `folder` on its golden data; raise VerifyError with the numbers."""
+    """Check `folder`'s bytes against its manifest (IntegrityError), then run every staged model file on its
+    golden data (VerifyError with the numbers)."""
     from stages import manifest as manifests
     from stages.validate import Comparison, tolerances
 
@@ -63,6 +67,7 @@ def verify(folder: Path) -> dict[str, Any]:
     data_sets = golden.sets(folder)
     if not folder.is_dir() or not any(folder.iterdir()):
         raise VerifyError(f"{folder}: the staged files are not here", fix=f"run `dvc pull {folder.as_posix()}`")
+    checked, _ = manifests.check_files(folder, manifest)
     if not data_sets:
         raise VerifyError(f"{folder}: no test_data_set_* (golden data) beside the model",
                           fix="restage it with this version of the registry (`dvc repro`)")
@@ -94,4 +99,5 @@ def verify(folder: Path) -> dict[str, Any]:
     if failures:
         parity = ParityError(folder.name, failures, fix="")
         raise VerifyError(str(parity), fix="check the runtime versions, or `dvc pull` again")
-    return {"model": f"{folder.parent.name}/{folder.name}", "sets": len(data_sets), "files": per_file}
+    return {"model": f"{folder.parent.name}/{folder.name}", "sets": len(data_sets), "files": per_file,
+            "bytes": {"files": checked, "ok": True}}

@@ -111,12 +111,15 @@ def tags(reg) -> list[str]:
 
 
 def s3_object(reg, oid: str, data: bytes | None = None) -> bytes | None:
-    """Read (or overwrite) one DVC object straight in the S3 server, behind the registry's back."""
+    """Read, overwrite or (with b"") delete one DVC object straight in the S3 server, behind the registry's back."""
     import boto3
 
     client = boto3.client("s3", endpoint_url=reg["s3"].endpoint, region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
     key = f"dvc/files/md5/{oid[:2]}/{oid[2:]}"
+    if data == b"":
+        client.delete_object(Bucket=BUCKET, Key=key)
+        return None
     if data is not None:
         client.put_object(Bucket=BUCKET, Key=key, Body=data)
         return None
@@ -272,6 +275,24 @@ def test_truncated_and_corrupted_replies_are_refused_then_pulled(reg):
                     injected, True, test="test_truncated_and_corrupted_replies_are_refused_then_pulled")
 
 
+def test_plain_dvc_pull_through_server_errors(reg):
+    """Consumers who use DVC itself get the same retries and the same verified bytes."""
+    proxy = reg["proxy"]
+    consumer = clone(reg, "consumer-dvc")
+    rules = [proxy.add("500", method="GET", every=2, times=3), proxy.add("503", method="HEAD", times=2)]
+    before = sum(proxy.injected.values())
+    run(reg, "dvc", "pull", f"registry/onnx/{name(10)}", cwd=consumer)
+    injected = sum(proxy.injected.values()) - before
+    for rule in rules:
+        proxy.remove(rule)
+    manifest = json.loads((consumer / f"registry/onnx/{name(10)}.manifest.json").read_text())
+    for rel, rec in manifest["files"].items():
+        assert sha256_file(consumer / "registry/onnx" / name(10) / rel) == rec["sha256"]
+    assert injected >= 3, proxy.injected
+    campaign.record("S3 500/503", "InternalError and SlowDown during a plain `dvc pull` (retried, bytes verified)",
+                    injected, True, test="test_plain_dvc_pull_through_server_errors")
+
+
 def test_remote_down_is_one_line(reg):
     proxy = reg["proxy"]
     consumer = clone(reg, "consumer-down")
@@ -316,6 +337,9 @@ def test_a_flipped_byte_in_the_remote_is_refused_named_and_repaired(reg):
     oid = object_of(reg, f"registry/onnx/{name(7)}", "model.onnx")
     good = s3_object(reg, oid)
     s3_object(reg, oid, flip(good))
+    lost = object_of(reg, f"registry/onnx/{name(11)}", "model.onnx")
+    lost_bytes = s3_object(reg, lost)
+    s3_object(reg, lost, b"")
     consumer = clone(reg, "consumer-remote-flip")
     plain = run(reg, "dvc", "pull", f"registry/onnx/{name(7)}", cwd=consumer, check=False)
     assert plain.returncode != 0  # verify = true: DVC refuses the object...
@@ -327,11 +351,18 @@ def test_a_flipped_byte_in_the_remote_is_refused_named_and_repaired(reg):
     assert f"registry/onnx/{name(7)}/model.onnx: corrupted" in line and oid in line and "dvc repro -f -s" in line, line
     audit = zoo(reg, "audit", "--remote", check=False)
     assert audit.returncode == 8 and f"corrupted              registry/onnx/{name(7)}/model.onnx" in audit.stdout
+    assert f"missing                registry/onnx/{name(11)}/model.onnx" in audit.stdout, audit.stdout
     repaired = zoo(reg, "audit", "--remote", "--repair")  # from the registry's good cache
-    assert "(repaired)" in repaired.stdout and s3_object(reg, oid) == good
-    zoo(reg, "pull", name(7), cwd=consumer)
+    # the raw download and the staged file are the same object here: each folder names it
+    assert repaired.stdout.count("(repaired)") == 4, repaired.stdout
+    assert s3_object(reg, oid) == good and s3_object(reg, lost) == lost_bytes
+    zoo(reg, "pull", name(7), name(11), cwd=consumer)
+    audit_remote_ok(reg, "zoo-v1.0.0")
     campaign.record("corruption", "one byte flipped in a remote object: `dvc pull` refuses, `zoo pull` names it, "
                     "`zoo audit --remote --repair` restores it", 1, True,
+                    test="test_a_flipped_byte_in_the_remote_is_refused_named_and_repaired")
+    campaign.record("lost object", "one object deleted from the remote: `zoo audit --remote` lists it missing, "
+                    "`--repair` uploads it again from a verified cache copy", 1, True,
                     test="test_a_flipped_byte_in_the_remote_is_refused_named_and_repaired")
 
 
@@ -347,7 +378,8 @@ def test_bit_rot_in_the_local_cache_is_caught_by_the_next_pull(reg):
     cached.chmod(stat.st_mode)
     (consumer / "registry/onnx" / name(8) / "model.onnx").unlink()
     proc = zoo(reg, "pull", name(8), cwd=consumer, check=False)
-    assert proc.returncode == 8 and f"registry/onnx/{name(8)}/model.onnx: sha256" in proc.stderr, proc.stderr
+    assert proc.returncode == 8 and f"registry/onnx/{name(8)}: 1 file differs" in proc.stderr, proc.stderr
+    assert "model.onnx: expected sha256" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     audit = zoo(reg, "audit", "HEAD", cwd=consumer, check=False)
     assert audit.returncode == 8 and f"registry/onnx/{name(8)}/model.onnx" in audit.stdout, audit.stdout
     assert f"rm -r registry/onnx/{name(8)}" in proc.stderr and "zoo audit --repair" in proc.stderr

@@ -90,7 +90,9 @@ def test_fresh_clone_pulls_one_model_and_nothing_else(reg):
     assert files == ["registry/onnx/mnist/labels.txt", "registry/onnx/mnist/model.onnx",
                      "registry/onnx/mnist/test_data_set_0/input_0.pb", "registry/onnx/mnist/test_data_set_0/output_0.pb"]
     verified = sandbox.run(["zoo", "verify", "registry/onnx/mnist"], clone, reg["env"]).stdout
-    assert verified.startswith("onnx/mnist: model.onnx on 1 golden set(s): max abs") and verified.endswith(" ok\n")
+    first, second = verified.splitlines()
+    assert first == "onnx/mnist: 4 files match the manifest (size and sha256)"
+    assert second.startswith("onnx/mnist: model.onnx on 1 golden set(s): max abs") and verified.endswith(" ok\n")
     manifest = json.loads((clone / "registry/onnx/mnist.manifest.json").read_text())
     for rel, rec in manifest["files"].items():
         assert sha256_file(clone / "registry/onnx/mnist" / rel) == rec["sha256"]

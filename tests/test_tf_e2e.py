@@ -102,6 +102,7 @@ def test_verify_fails_with_the_numbers_on_tampered_golden_data(reg, tmp_path):
     import shutil
 
     from stages.golden import read_tensors, write_set
+    from stages.manifest import file_records
 
     folder = tmp_path / "registry/tensorflow/tfhub-tiny-classifier"
     shutil.copytree(reg["repo"] / "registry/tensorflow/tfhub-tiny-classifier", folder)
@@ -109,6 +110,8 @@ def test_verify_fails_with_the_numbers_on_tampered_golden_data(reg, tmp_path):
     inputs = read_tensors(folder / "test_data_set_0", "input")
     (name, value), = read_tensors(folder / "test_data_set_0", "output")
     write_set(folder, inputs, [(name, value + 0.01)])
+    record = folder.with_name(f"{folder.name}.manifest.json")  # tampered consistently: the bytes check passes
+    record.write_text(json.dumps(json.loads(record.read_text()) | {"files": file_records(folder)}))
     out = sandbox.run(["zoo", "verify", str(folder)], reg["repo"], reg["env"], check=False)
     assert out.returncode == 6
     assert "probabilities[model.pb test_data_set_0]: max abs 0.01" in out.stderr

@@ -33,22 +33,26 @@ def record(kind: str, case: str, injected: int, recovered: bool, *, bytes_lost: 
 
 
 def table(rows: list[Case] | None = None) -> str:
-    """Markdown: one line per kind (cases, faults injected, recovered, bytes lost, silent corruptions)."""
+    """Markdown: one line per kind (cases, faults injected, recovered, bytes lost, silent corruptions),
+    the faults first, then the security refusals, each with its total."""
     rows = ROWS if rows is None else rows
-    kinds: dict[str, list[Case]] = {}
-    for row in rows:
-        kinds.setdefault(row.kind, []).append(row)
     lines = ["| fault | cases | faults injected | runs recovered | bytes lost | silent corruptions |",
              "|---|---|---|---|---|---|"]
-    for kind, cases in kinds.items():
-        lines.append(f"| {kind} | {len(cases)} | {sum(c.injected for c in cases)} | "
-                     f"{sum(c.recovered for c in cases)} of {len(cases)} | {sum(c.bytes_lost for c in cases)} | "
-                     f"{sum(c.silent for c in cases)} |")
-    if rows:
-        lines.append(f"| **total** | {len(rows)} | {sum(c.injected for c in rows)} | "
-                     f"{sum(c.recovered for c in rows)} of {len(rows)} | {sum(c.bytes_lost for c in rows)} | "
-                     f"{sum(c.silent for c in rows)} |")
+    for label, group in (("faults", [r for r in rows if not r.kind.startswith("security")]),
+                         ("security", [r for r in rows if r.kind.startswith("security")])):
+        kinds: dict[str, list[Case]] = {}
+        for row in group:
+            kinds.setdefault(row.kind, []).append(row)
+        for kind, cases in kinds.items():
+            lines.append(_line(kind, cases))
+        if group:
+            lines.append(_line(f"**{label}, total**", group))
     return "\n".join(lines) + "\n"
+
+
+def _line(kind: str, cases: list[Case]) -> str:
+    return (f"| {kind} | {len(cases)} | {sum(c.injected for c in cases)} | {sum(c.recovered for c in cases)} of "
+            f"{len(cases)} | {sum(c.bytes_lost for c in cases)} | {sum(c.silent for c in cases)} |")
 
 
 def as_dicts() -> list[dict]:

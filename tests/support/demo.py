@@ -138,6 +138,9 @@ def main() -> int:
         sandbox.run(["dvc", "push"], repo, env)
         sandbox.run(["zoo", "release", "1.0.0"], repo, env)
         done(t, f"{len(s3.keys())} objects in s3://{s3.bucket}; tagged zoo-v1.0.0")
+        t = step("zoo audit --remote: every object of zoo-v1.0.0 streamed back from the remote and hashed "
+                 "(md5 and the manifests' sha256)")
+        done(t, sandbox.run(["zoo", "audit", "--remote"], repo, env).stdout.strip().splitlines()[-1])
         t = step(f"fresh clone; dvc pull registry/onnx/{PULL} (that model only)")
         clone = (WORK / "clone").resolve()
         sandbox.run(["git", "clone", "-q", str(repo), str(clone)], WORK, env)
@@ -165,15 +168,16 @@ def main() -> int:
         done(t, f"{ran} stages rerun; tagged zoo-v1.1.0")
         print("==> zoo diff zoo-v1.0.0 zoo-v1.1.0")
         print(sandbox.run(["zoo", "diff", "zoo-v1.0.0", "zoo-v1.1.0"], repo, env).stdout, end="")
-        t = step("in the fresh clone: dvc pull registry/onnx/tv-squeezenet too, then zoo run on generated images "
+        t = step("in the fresh clone: zoo pull tv-squeezenet too (resolved from registry/index.json to its one "
+                 "stage; every byte checked against the manifest), then zoo run on generated images "
                  "(the manifests' preprocessing, ONNX Runtime, labels.txt; the demo weights are seeded, not "
                  "trained, so the classes are arbitrary)")
-        sandbox.run(["dvc", "pull", "registry/onnx/tv-squeezenet"], clone, env)
+        pulled = sandbox.run(["zoo", "pull", "tv-squeezenet"], clone, env).stdout.strip()
         digit = digit_image((WORK / "seven.png").resolve())
         photo = picture((WORK / "picture.png").resolve(), (320, 240))
         runs = [sandbox.run(["zoo", "run", f"registry/onnx/{PULL}", str(digit), "--top-k", "3"], clone, env).stdout,
                 sandbox.run(["zoo", "run", "registry/onnx/tv-squeezenet", str(photo), "--top-k", "3"], clone, env).stdout]
-        done(t)
+        done(t, pulled)
         print("".join(runs), end="")
     return 0
 

@@ -7,7 +7,7 @@ persisted in `ROOT/_routes.json`, loaded at start):
 
     {"redirects": {"/github.com/o/r/raw/<sha>/f.onnx": "https://media.githubusercontent.com/..."},
      "status":    {"/host/gone.onnx": 410, "/host/private.bin": {"status": 403, "body": "denied"}},
-     "faults":    {"/host/flaky.bin": {"fail_first": 2, "drop_after": 100}}}
+     "faults":    {"/host/flaky.bin": {"fail_first": 2, "drop_after": 100}, "/host/slow.bin": {"delay": 30}}}
 
 Redirects answer with the *real upstream* absolute Location on purpose: the downloader must
 prove it mirrors every hop. Faults (per path, counted per request) are checked before routes.
@@ -34,6 +34,7 @@ import re
 import socket
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -375,6 +376,8 @@ class Fault:
     no_range: bool = False
     html_200: bool = False
     opaque_etag: bool = False  # an ETag that is no content digest (as many CDNs send)
+    delay: float = 0.0         # a slow or stuck upstream: pause this long once `delay_after` body bytes are sent
+    delay_after: int = 0
     seen: int = 0
     dropped: int = 0
 
@@ -413,19 +416,20 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         mirror: MirrorServer = self.server.mirror
         try:
-            reply, drop_after = mirror.plan(method, self.path, self.headers)
-            self._write(method, reply, drop_after)
+            reply, drop_after, pause = mirror.plan(method, self.path, self.headers)
+            self._write(method, reply, drop_after, pause)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self.close_connection = True
         except Exception:  # a bug in the mirror: say so loudly, answer 500
             traceback.print_exc()
             self.close_connection = True
             try:
-                self._write(method, text_reply(500, "mirror error\n"), None)
+                self._write(method, text_reply(500, "mirror error\n"), None, None)
             except OSError:
                 pass
 
-    def _write(self, method: str, reply: Reply, drop_after: int | None) -> None:
+    def _write(self, method: str, reply: Reply, drop_after: int | None, pause: tuple[int, float] | None) -> None:
+        """Send the reply; `pause` = (offset, seconds) stalls the body at that offset, as a slow upstream does."""
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
@@ -434,10 +438,18 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "HEAD":
             return
         budget = reply.size if drop_after is None else min(drop_after, reply.size)
+        sent = 0
         for chunk in reply.chunks():
-            self.wfile.write(chunk[:budget])
-            budget -= min(len(chunk), budget)
-            if budget == 0:
+            chunk = chunk[:budget - sent]
+            if pause is not None and sent <= pause[0] < sent + len(chunk):
+                split = pause[0] - sent
+                self.wfile.write(chunk[:split])
+                self.wfile.flush()
+                time.sleep(pause[1])
+                chunk, sent = chunk[split:], sent + split
+            self.wfile.write(chunk)
+            sent += len(chunk)
+            if sent >= budget:
                 break
         if drop_after is not None:
             self._abort()
@@ -559,10 +571,10 @@ class MirrorServer:
 
     def fault(self, path: str, *, fail_first: int = 0, fail_status: int = 503, drop_after: int | None = None,
               drop_times: int = 1, no_range: bool = False, html_200: bool = False,
-              opaque_etag: bool = False) -> None:
+              opaque_etag: bool = False, delay: float = 0.0, delay_after: int = 0) -> None:
         with self._lock:
             self._routes["faults"][path] = Fault(fail_first, fail_status, drop_after, drop_times, no_range, html_200,
-                                                 opaque_etag)
+                                                 opaque_etag, delay, delay_after)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -590,8 +602,8 @@ class MirrorServer:
 
     # -- answering
 
-    def plan(self, method: str, raw_path: str, headers) -> tuple[Reply, int | None]:
-        """Decide the reply for one request and whether to cut its body short (drop_after)."""
+    def plan(self, method: str, raw_path: str, headers) -> tuple[Reply, int | None, tuple[int, float] | None]:
+        """Decide the reply for one request, whether to cut its body short (drop_after) and where to stall it."""
         parts = urlsplit(raw_path)
         keys = [raw_path, parts.path, unquote(parts.path)]
         with self._lock:
@@ -601,19 +613,20 @@ class MirrorServer:
             action = fault.next_action(method) if fault else "ok"
             status, redirect = self._find("status", keys), self._find("redirects", keys)
         if action == "fail":
-            return text_reply(fault.fail_status, f"injected failure {fault.fail_status}\n"), None
+            return text_reply(fault.fail_status, f"injected failure {fault.fail_status}\n"), None, None
         if status is not None:
-            return Reply(status[0], {"Content-Type": "text/plain; charset=utf-8"}, status[1]), None
+            return Reply(status[0], {"Content-Type": "text/plain; charset=utf-8"}, status[1]), None, None
         if redirect is not None:
-            return Reply(redirect[1], {"Location": redirect[0]}), None
+            return Reply(redirect[1], {"Location": redirect[0]}), None, None
         if fault and fault.html_200:
-            return Reply(200, {"Content-Type": "text/html; charset=utf-8"}, RATE_LIMIT_HTML), None
+            return Reply(200, {"Content-Type": "text/html; charset=utf-8"}, RATE_LIMIT_HTML), None, None
         reply = self._content(parts.path, parse_qs(parts.query))
         if fault and fault.opaque_etag and "ETag" in reply.headers:
             reply.headers["ETag"] = f'"cdn-{hashlib.md5(reply.headers["ETag"].encode()).hexdigest()[:12]}"'
         if not (fault and fault.no_range):
             reply = apply_range(reply, headers.get("Range"), headers.get("If-Range"))
-        return reply, (fault.drop_after if action == "drop" else None)
+        pause = (fault.delay_after, fault.delay) if fault and fault.delay else None
+        return reply, (fault.drop_after if action == "drop" else None), pause
 
     def _content(self, path: str, query: dict[str, list[str]]) -> Reply:
         segments = [s for s in path.split("/") if s]
