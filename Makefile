@@ -38,8 +38,9 @@ check: venv
 lint: venv
 	$(BIN)/lint-imports --no-cache
 
+# Two processes (the machines have 2 cores), one test file at a time each: module fixtures and test order hold.
 test: venv check lint corpus
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 demo: venv
 	$(BIN)/python -m tests.support.demo

@@ -107,14 +107,17 @@ def _check_reachable(repo) -> None:
     """One TCP connection to the remote's endpoint (S3 or HTTP remotes), 5 s at most."""
     import socket
     from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
 
     name = repo.config["core"].get("remote")
     conf = repo.config["remote"].get(name or "", {})
     url = conf.get("endpointurl") or ("https://s3.amazonaws.com" if str(conf.get("url", "")).startswith("s3://")
                                       else conf.get("url", ""))
     parts = urlsplit(str(url))
-    if parts.scheme not in ("http", "https") or not parts.hostname or os.environ.get("HTTPS_PROXY"):
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         return
+    if parts.scheme in getproxies() and not proxy_bypass(parts.hostname):
+        return  # through a proxy: reaching the proxy proves nothing, DVC will say what it meets
     try:
         socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), 5).close()
     except OSError as exc:

@@ -76,13 +76,24 @@ def leftovers(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if ".incomplete" in p.name or ".hf-" in p.name)
 
 
+def pytest_configure(config):
+    """The campaign ledger's file, made by the controlling process (pytest-xdist's workers inherit it)."""
+    import os
+    import tempfile
+
+    from tests.support import campaign
+
+    if not hasattr(config, "workerinput"):
+        os.environ[campaign.LOG] = os.path.join(tempfile.mkdtemp(prefix="zoo-campaign-"), "rows.jsonl")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """The fault campaign's figures (tests/support/campaign.py), when this run executed fault cases."""
     import json
 
     from tests.support import campaign
 
-    if not campaign.ROWS:
+    if not campaign.rows():
         return
     terminalreporter.section("fault campaign")
     terminalreporter.write(campaign.table())

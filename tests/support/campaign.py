@@ -10,9 +10,12 @@ retrievable afterwards, and *silent* counts corrupted files that a later step ac
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass
 
 ROWS: list["Case"] = []
+LOG = "ZOO_CAMPAIGN_LOG"  # set by tests/conftest.py: a JSON-lines file every pytest-xdist worker appends to
 
 
 @dataclass(frozen=True)
@@ -29,17 +32,31 @@ class Case:
 def record(kind: str, case: str, injected: int, recovered: bool, *, bytes_lost: int = 0, silent: int = 0,
            test: str = "") -> None:
     assert injected >= 1, f"{case}: a fault case that injected nothing proves nothing"
-    ROWS.append(Case(kind, case, injected, recovered, bytes_lost, silent, test))
+    row = Case(kind, case, injected, recovered, bytes_lost, silent, test)
+    if os.environ.get(LOG):
+        with open(os.environ[LOG], "a", encoding="utf-8") as fh:  # one short O_APPEND write per row
+            fh.write(json.dumps(asdict(row)) + "\n")
+    else:
+        ROWS.append(row)
 
 
-def table(rows: list[Case] | None = None) -> str:
+def rows() -> list["Case"]:
+    """Every row recorded in this run, by any worker."""
+    path = os.environ.get(LOG)
+    if not path or not os.path.exists(path):
+        return list(ROWS)
+    with open(path, encoding="utf-8") as fh:
+        return [Case(**json.loads(line)) for line in fh if line.strip()]
+
+
+def table(cases: list[Case] | None = None) -> str:
     """Markdown: one line per kind (cases, faults injected, recovered, bytes lost, silent corruptions),
     the faults first, then the security refusals, each with its total."""
-    rows = ROWS if rows is None else rows
+    every = rows() if cases is None else cases
     lines = ["| fault | cases | faults injected | runs recovered | bytes lost | silent corruptions |",
              "|---|---|---|---|---|---|"]
-    for label, group in (("faults", [r for r in rows if not r.kind.startswith("security")]),
-                         ("security", [r for r in rows if r.kind.startswith("security")])):
+    for label, group in (("faults", [r for r in every if not r.kind.startswith("security")]),
+                         ("security", [r for r in every if r.kind.startswith("security")])):
         kinds: dict[str, list[Case]] = {}
         for row in group:
             kinds.setdefault(row.kind, []).append(row)
@@ -56,4 +73,4 @@ def _line(kind: str, cases: list[Case]) -> str:
 
 
 def as_dicts() -> list[dict]:
-    return [asdict(row) for row in ROWS]
+    return [asdict(row) for row in rows()]
