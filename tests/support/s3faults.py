@@ -34,15 +34,16 @@ import re
 import select
 import socket
 import struct
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.client import HTTPConnection, HTTPResponse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlsplit
+
+from tests.support.httpserver import TrackingHTTPServer
 
 KINDS = ("500", "503", "reset", "truncate", "corrupt", "hold", "delay")
 BODY_KINDS = ("truncate", "corrupt")
@@ -313,28 +314,7 @@ class _Handler(BaseHTTPRequestHandler):
             return True
 
 
-class _Server(ThreadingHTTPServer):  # daemon threads: a held request never blocks exit
+class _Server(TrackingHTTPServer):
     def __init__(self, proxy: S3FaultProxy):
         self.proxy = proxy
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
         super().__init__((proxy.host, proxy.port), _Handler)
-
-    def track(self, conn: socket.socket, is_open: bool) -> None:
-        with self._open_lock:
-            (self._open.add if is_open else self._open.discard)(conn)
-
-    def close_connections(self) -> None:
-        """A proxy that is down must look down even to clients holding a keep-alive connection."""
-        with self._open_lock:
-            conns, self._open = list(self._open), set()
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def handle_error(self, request, client_address) -> None:
-        """Clients hanging up is normal here (faults provoke it): stay quiet about it."""
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)

@@ -32,14 +32,15 @@ import json
 import os
 import re
 import socket
-import sys
 import threading
 import time
 import traceback
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.support.httpserver import TrackingHTTPServer
 
 HF_HOST = "huggingface.co"
 HF_META = ".zoo-mirror"
@@ -468,34 +469,8 @@ class _Handler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _HTTPServer(TrackingHTTPServer):
     mirror: "MirrorServer"
-
-    def server_activate(self):
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().server_activate()
-
-    def track(self, conn: socket.socket, is_open: bool) -> None:
-        with self._open_lock:
-            (self._open.add if is_open else self._open.discard)(conn)
-
-    def close_connections(self) -> None:
-        """A stopped mirror must look down even to clients holding a keep-alive connection."""
-        with self._open_lock:
-            conns, self._open = list(self._open), set()
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def handle_error(self, request, client_address):
-        """Clients hanging up is normal here (tests drop connections on purpose): stay quiet."""
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
 
 
 def load_routes(path: Path) -> dict[str, dict]:
