@@ -19,7 +19,7 @@ export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv test demo bench check lint clean corpus
+.PHONY: venv test demo bench check lint clean corpus browser
 
 venv: $(STAMP)
 
@@ -39,7 +39,7 @@ lint: venv
 	$(BIN)/lint-imports --no-cache
 
 # Two processes (the machines have 2 cores), one test file at a time each: module fixtures and test order hold.
-test: venv check lint corpus
+test: venv check lint corpus browser
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 demo: venv
@@ -53,6 +53,12 @@ corpus: $(CORPUS)
 $(CORPUS): stages/pins/corpus.txt | $(STAMP)
 	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --require-hashes -r stages/pins/corpus.txt -d .corpus/wheels 2>&1 | $(PIPQUIET)
 	@touch $@
+
+# Debian's chromium and its matching chromedriver, for the catalogue's browser test (tests/test_catalog_browser.py):
+# from apt (as root), never a browser download from elsewhere.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 bench: venv
 	$(BIN)/python -m tests.bench

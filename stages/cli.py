@@ -179,6 +179,22 @@ def _cmd_pull(args) -> int:
     return 0
 
 
+def _cmd_catalog(args) -> int:
+    from stages.catalog import build
+    from stages.errors import ConfigError
+
+    upstream = None
+    if args.upstream:
+        try:
+            upstream = json.loads(Path(args.upstream).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{args.upstream}: not readable as `zoo upstream --json` output ({exc})",
+                              fix="write it with `zoo upstream --json > FILE`, or leave --upstream out") from None
+    index = build(args.root, args.rev, args.out and Path(args.out).resolve(), upstream)
+    print(f"zoo catalog: {index}")
+    return 0
+
+
 def _positive(text: str) -> int:
     """argparse type: a whole number >= 1 (a local cluster of 0 workers would wait forever)."""
     try:
@@ -277,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "every file against its manifest")
     pul.add_argument("names", nargs="+", help="model names: resnet50, onnx/resnet50, <name>-onnx for a target")
     pul.set_defaults(func=_cmd_pull)
+    cat = sub.add_parser("catalog", help="build a static website of the zoo from git alone (index, a page per "
+                                         "model, releases with charts); open catalog/index.html")
+    cat.add_argument("--rev", help="a release tag, branch or commit (default: the working tree)")
+    cat.add_argument("--out", help="output folder (default: catalog/, ignored by git)")
+    cat.add_argument("--upstream", metavar="FILE", help="`zoo upstream --json` output, for the upstream column")
+    cat.set_defaults(func=_cmd_catalog)
     rep = sub.add_parser("repro", help="restage what is stale in parallel on Dask (a local cluster or yours), "
                                        "merged through DVC's run-cache; `dvc repro` stays the one-core way")
     rep.add_argument("targets", nargs="*", help="card names (resnet50, onnx/resnet50, <name>-onnx) or DVC stage "

@@ -38,7 +38,8 @@ from tests.support.mirror import fixtures
 from tests.support.mirror.server import MirrorServer
 
 WORK = Path(".bench").resolve()
-SECTIONS = ("bare", "registry", "demo", "remote", "frameworks")
+SECTIONS = ("bare", "registry", "demo", "remote", "frameworks", "catalog")
+CATALOG_TARGET_S = 2.0  # `zoo catalog` of 200 cards, from git only
 STAGES_PER_FILE = 20  # bare DVC's sharded layout
 TARGET_RATIO = 1.2  # the registry's no-op `dvc repro` against bare DVC's, same stage count
 
@@ -457,6 +458,19 @@ def frameworks_section(env, mirror_root: Path) -> dict:
     return {"torch": torch_times, "tf": tf_times}
 
 
+def catalog_section(sizes: list[int]) -> dict:
+    """`zoo catalog` from git alone: registries of generated manifests with two releases, at the latest
+    (best of 3 builds each; the repository is made once, untimed)."""
+    from tests.support.catalog_zoo import bench_catalog
+
+    out = {}
+    for n in sorted({200, *sizes}):
+        out[str(n)] = min(bench_catalog(n) for _ in range(3))
+        verdict = "" if n != 200 else (" (target < 2 s: " + ("met" if out[str(n)] < CATALOG_TARGET_S else "MISSED") + ")")
+        print(f"bench: zoo catalog, {n} cards: {out[str(n)]:.2f} s{verdict}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = options(sys.argv[1:] if argv is None else argv)
     if WORK.exists():
@@ -486,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
                 save(results)
         if "frameworks" in args.only:
             results["frameworks"] = frameworks_section(env, mirror_root)
+        if "catalog" in args.only:
+            results["catalog"] = catalog_section(args.cards)
+            save(results)
     results["total_s"] = time.perf_counter() - started
     save(results)
     print(f"bench: done in {results['total_s'] / 60:.1f} min; results in {WORK / 'results.json'}")

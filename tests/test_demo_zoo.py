@@ -220,3 +220,23 @@ def test_zoo_run_refuses_what_it_cannot_prepare(zoo, tmp_path):
     assert bad.returncode == 2 and "not an image Pillow can read" in bad.stderr
     keras = sandbox.run(["zoo", "run", "registry/keras/keras-mobilenet-v2", "x.png"], clone, env, check=False)
     assert keras.returncode == 2 and "zoo run takes ONNX models" in keras.stderr
+
+
+def test_the_catalogue_has_a_page_per_manifest_listing_its_files(zoo, tmp_path):
+    """`zoo catalog` on the staged demo zoo, from git alone (HEAD): one index row per manifest, and each
+    model's page lists every file of its manifest with its sha256 and size, with nothing flagged missing."""
+    import re
+
+    from stages.catalog import build
+
+    index = build(zoo["repo"], "HEAD", tmp_path / "catalog")
+    artifacts = {folder: folder.split("/")[2] if folder.removeprefix("registry/") in zoo["cards"]
+                 else folder.split("/")[2] + "-onnx" for folder in folders(zoo)}  # a card's ONNX target: <name>-onnx
+    assert re.findall(r'<tr data-name="([^"]+)">', index.read_text()) == sorted(artifacts.values())
+    for folder, artifact in artifacts.items():
+        page = (index.parent / "models" / f"{artifact}.html").read_text()
+        listed = {path: (int(size), sha) for path, size, sha in re.findall(
+            r'<tr data-path="([^"]+)">.*?data-value="(\d+)".*?<code class="sha256">([0-9a-f]{64})</code>', page)}
+        files = manifest(zoo["repo"], folder)["files"]
+        assert listed == {p: (f["size"], f["sha256"]) for p, f in files.items()}, artifact
+        assert "This manifest is incomplete" not in page and "not recorded" not in page, artifact

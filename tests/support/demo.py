@@ -179,6 +179,11 @@ def main() -> int:
                 sandbox.run(["zoo", "run", "registry/onnx/tv-squeezenet", str(photo), "--top-k", "3"], clone, env).stdout]
         done(t, pulled)
         print("".join(runs), end="")
+        t = step("zoo catalog: the zoo as a static website, from git alone (index, a page per model, releases "
+                 "with charts)")
+        out = sandbox.run(["zoo", "catalog"], repo, env).stdout.strip()
+        done(t)
+        print(f"open {out.removeprefix('zoo catalog: ')}")
     return 0
 
 
