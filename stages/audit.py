@@ -30,7 +30,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from stages import gitio
-from stages.errors import IntegrityError, ZooError
+from stages.errors import FetchError, IndexStaleError, IntegrityError, ZooError
+from stages.files import human_size
 
 CHUNK = 1 << 20
 STAGED_RE = ("onnx", "tensorflow", "keras")
@@ -98,8 +99,10 @@ def _is_tracked_folder(path: str) -> bool:
 
 
 def outputs(root: Path, rev: str | None) -> list[Output]:
-    """Every DVC-tracked folder at `rev` (None: the work tree's lock files and manifests)."""
-    import yaml
+    """Every DVC-tracked folder at `rev` (None: the work tree's lock files and manifests). A lock file
+    that does not parse is one error naming it; a manifest that does not only loses its sha256 checks
+    (its objects are still checked against their md5)."""
+    from stages.yamlio import parse
 
     if rev is None:
         from stages.shards import lock_files
@@ -114,25 +117,39 @@ def outputs(root: Path, rev: str | None) -> list[Output]:
         blobs = {p: b for p, b in blobs.items() if _is_lock(p)}
 
         def read_manifest(path: str) -> dict | None:
-            data = manifests.get(f"{path}.manifest.json")
-            return json.loads(data) if data is not None else None
+            return _json_object(manifests.get(f"{path}.manifest.json"))
     found = []
     for lock_path, data in sorted(blobs.items()):
+        try:
+            lock = parse(data) or {}
+        except ValueError as exc:
+            raise IndexStaleError(f"{lock_path}{f' at {rev}' if rev else ''}: not a DVC lock file ({exc})",
+                                  fix=f"restore it (`git checkout {rev or 'HEAD'} -- {lock_path}`) or rerun "
+                                      "`dvc repro` and commit") from None
+        stages = lock.get("stages") if isinstance(lock, dict) else None
         dvcfile = str(PurePosixPath(lock_path).with_name("dvc.yaml"))
-        for stage, entry in sorted(((yaml.safe_load(data) or {}).get("stages") or {}).items()):
-            for out in entry.get("outs") or []:
-                md5 = str(out.get("md5") or "")
-                if md5.endswith(".dir") and _is_tracked_folder(out.get("path", "")):
+        for stage, entry in sorted((stages if isinstance(stages, dict) else {}).items()):
+            for out in (entry.get("outs") if isinstance(entry, dict) else None) or []:
+                md5 = str(out.get("md5") or "") if isinstance(out, dict) else ""
+                if md5.endswith(".dir") and _is_tracked_folder(str(out.get("path", ""))):
                     manifest = None if "/_raw/" in out["path"] else read_manifest(out["path"])
                     found.append(Output(out["path"], md5, stage, dvcfile, manifest))
     return found
 
 
+def _json_object(data: bytes | None) -> dict | None:
+    try:
+        value = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _manifest_from_disk(root: Path):
     def read(path: str) -> dict | None:
         try:
-            return json.loads((root / f"{path}.manifest.json").read_text(encoding="utf-8"))
-        except (FileNotFoundError, ValueError):
+            return _json_object((root / f"{path}.manifest.json").read_bytes())
+        except OSError:
             return None
     return read
 
@@ -178,6 +195,8 @@ def stores(root: Path, remote: bool, remote_name: str | None = None) -> tuple[St
     try:
         repo = Repo(os.fspath(root))
         cache = Store(repo.cache.local, f"the cache ({repo.cache.local.path})")
+        if remote:
+            check_reachable(repo, remote_name)
         try:
             odb = repo.cloud.get_remote_odb(remote_name, "audit")
             cloud = Store(odb, f"the remote ({odb.fs.unstrip_protocol(odb.path)})")
@@ -191,6 +210,34 @@ def stores(root: Path, remote: bool, remote_name: str | None = None) -> tuple[St
                        fix="run it in the registry's checkout; for --remote, configure the remote "
                            "(`dvc remote modify --local zoo endpointurl ...`)") from None
     return (cloud, cache) if remote else (cache, cloud)
+
+
+def check_reachable(repo, name: str | None = None) -> None:
+    """One TCP connection to the remote's endpoint (S3 or HTTP remotes), 5 s at most: DVC's clients retry an
+    unreachable remote for about 35 s before they say so (measured, DVC 3.67.1)."""
+    import socket
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    name = name or repo.config["core"].get("remote")
+    conf = repo.config["remote"].get(name or "", {})
+    url = conf.get("endpointurl") or ("https://s3.amazonaws.com" if str(conf.get("url", "")).startswith("s3://")
+                                      else conf.get("url", ""))
+    parts = urlsplit(str(url))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    if parts.scheme in getproxies() and not proxy_bypass(parts.hostname):
+        return  # through a proxy: reaching the proxy proves nothing, DVC will say what it meets
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a malformed port: DVC's own error will name it
+        return
+    try:
+        socket.create_connection((parts.hostname, port), 5).close()
+    except OSError as exc:
+        raise FetchError(f"the DVC remote {name!r} ({url})", f"unreachable ({exc.strerror or exc})",
+                         fix="check that the remote is reachable and the credentials are set (`dvc remote list`, "
+                             ".dvc/config.local or AWS_* variables), then run the command again") from None
 
 
 # --- the audit --------------------------------------------------------------------------------------------------
@@ -262,8 +309,7 @@ def audit(root: Path, rev: str | None, *, remote: bool = False, paths: Iterable[
                 continue
             listings.append((out, entries))
             report.problems += _manifest_mismatch(out, entries)
-        work = [(out, e["relpath"], e["md5"], ((out.manifest or {}).get("files") or {}).get(e["relpath"]) if out.manifest else None)
-                for out, entries in listings for e in entries]
+        work = [(out, e["relpath"], e["md5"], _recorded(out, e["relpath"])) for out, entries in listings for e in entries]
         seen: dict[str, Any] = {}
         disable = progress_setting() if progress is None else not progress
         with tqdm(total=len(work), unit="file", desc="audit", disable=disable) as bar:
@@ -283,6 +329,13 @@ def audit(root: Path, rev: str | None, *, remote: bool = False, paths: Iterable[
                 problem.repaired = _repair(store, other, problem.oid)
     report.problems.sort(key=lambda p: (p.path, p.status))
     return report
+
+
+def _recorded(out: Output, relpath: str) -> dict | None:
+    """The manifest's {sha256, size} of one staged file, when the manifest has a usable record of it."""
+    files = (out.manifest or {}).get("files")
+    record = files.get(relpath) if isinstance(files, dict) else None
+    return record if isinstance(record, dict) else None
 
 
 def _manifest_mismatch(out: Output, entries: list[dict]) -> list[Problem]:
@@ -339,16 +392,8 @@ def render(report: Report) -> str:
         "every problem repaired" if report.ok else
         f"{sum(not p.repaired for p in report.problems)} problem(s)")
     lines.append(f"zoo audit: {report.rev} in {report.where}: {report.outputs} folders, {report.files} files, "
-                 f"{_size(report.bytes)} read: {verdict}")
+                 f"{human_size(report.bytes)} read: {verdict}")
     return "\n".join(lines) + "\n"
-
-
-def _size(n: int) -> str:
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return ""
 
 
 def first_problem(report: Report) -> IntegrityError:

@@ -29,8 +29,8 @@ from typing import Any, Callable
 
 from stages import diff as zdiff
 from stages import gitio
-from stages.errors import ConfigError, DuplicateKey, GitError
-from stages.files import building_dir
+from stages.errors import ConfigError, GitError
+from stages.files import building_dir, human_size
 
 INDEX = "registry/index.json"
 CARD_RE = re.compile(r"^registry/([a-z]+)/([a-z0-9-]+)\.yaml$")
@@ -146,15 +146,13 @@ def _load_json(path: str, blob: bytes | None) -> tuple[Any, str | None]:
 
 def _load_card(path: str, blob: bytes | None) -> dict:
     """A card's fields for display; a card that does not parse shows nothing (`zoo check` names its error)."""
-    import yaml
-
-    from stages.yamlio import unique_key_loader
+    from stages.yamlio import parse
 
     if blob is None:
         return {}
     try:
-        data = yaml.load(blob.decode("utf-8"), Loader=unique_key_loader())  # noqa: S506 - a safe loader
-    except (yaml.YAMLError, DuplicateKey, ValueError, RecursionError):
+        data = parse(blob)
+    except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -360,17 +358,6 @@ def sig(value: Any) -> str:
     """One stable format for measured floats: 3 significant digits."""
     v = num(value)
     return DASH if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
-
-
-def human_size(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    value, unit = size / 1024, "KiB"
-    for bigger in ("MiB", "GiB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, bigger
-    return f"{value:.1f} {unit}"
 
 
 def text(value: Any) -> str:

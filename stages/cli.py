@@ -172,10 +172,11 @@ def _cmd_audit(args) -> int:
 
 
 def _cmd_pull(args) -> int:
+    from stages.files import human_size
     from stages.pull import pull
 
     for target, files, size in pull(args.root, args.names):
-        print(f"{target.path}: {files} files, {size / 1e6:.1f} MB, every sha256 matches its manifest")
+        print(f"{target.path}: {files} files, {human_size(size)}, every sha256 matches its manifest")
     return 0
 
 

@@ -33,6 +33,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def human_size(size: int) -> str:
+    """Bytes for people: `812 B`, `28.3 KiB`, `5.4 MiB`, `1.2 GiB`."""
+    if size < 1024:
+        return f"{size} B"
+    value, unit = size / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
+
+
 def temp_sibling(dest: Path) -> Path:
     """A fresh temp name beside `dest` carrying this process's pid; first sweeps dead writers' temps of `dest`."""
     sweep_stale(dest)

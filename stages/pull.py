@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.errors import FetchError, ModelNotFound
+from stages.errors import FetchError
 
 
 @dataclass(frozen=True)
@@ -27,33 +27,17 @@ class Target:
 
 
 def resolve(root: Path, names: list[str]) -> list[Target]:
-    """Each name's staged folder and stage address, from registry/index.json; an unknown name is one
-    ModelNotFound line with the closest names."""
-    from difflib import get_close_matches
-
+    """Each name's staged folder and stage address, from registry/index.json alone (stages.shards.resolve)."""
     from stages.convert import CONVERTERS
     from stages.indexfile import read
+    from stages.shards import address, resolve as resolve_name
 
     index = read(root)
-    cards = index["cards"]
-    known: dict[str, tuple[str, str, str]] = {}  # spelling -> (name, format, converter)
-    for converter, entries in index.get("converters", {}).items():
-        for name, entry in entries.items():
-            fmt = entry["format"]
-            known[f"{fmt}/{name}"] = (name, fmt, converter)
-            if name in cards and cards[name]["format"] == fmt:
-                known[name] = (name, fmt, converter)
-            else:
-                known[f"{name}-{fmt}"] = (name, fmt, converter)
     out = []
     for spelling in names:
-        if spelling not in known:
-            close = get_close_matches(spelling, list(known), n=3, cutoff=0.6)
-            raise ModelNotFound(f"{spelling}: no model by that name in registry/index.json",
-                                fix=f"did you mean {', '.join(close)}?" if close else "list them with `ls registry/*/`")
-        name, fmt, converter = known[spelling]
+        name, fmt, converter = resolve_name(index, spelling)
         out.append(Target(f"{fmt}/{name}", f"registry/{fmt}/{name}",
-                          f"{cards[name]['dvcfile']}:{CONVERTERS[converter].stage}@{name}"))
+                          address(index["cards"][name]["dvcfile"], CONVERTERS[converter].stage, name)))
     return out
 
 
@@ -88,39 +72,18 @@ def _dvc_pull(root: Path, addresses: list[str]) -> str | None:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
+    from stages.audit import check_reachable
+
     dvc_log = logging.getLogger("dvc")
     level = dvc_log.level
     if not logging.getLogger().isEnabledFor(logging.INFO):
         dvc_log.setLevel(logging.CRITICAL + 1)
     try:
         with Repo(os.fspath(root)) as repo:
-            _check_reachable(repo)
+            check_reachable(repo)
             repo.pull(targets=addresses)
     except DvcException as exc:
         return " ".join(str(exc).split())[:300]
     finally:
         dvc_log.setLevel(level)
     return None
-
-
-def _check_reachable(repo) -> None:
-    """One TCP connection to the remote's endpoint (S3 or HTTP remotes), 5 s at most."""
-    import socket
-    from urllib.parse import urlsplit
-    from urllib.request import getproxies, proxy_bypass
-
-    name = repo.config["core"].get("remote")
-    conf = repo.config["remote"].get(name or "", {})
-    url = conf.get("endpointurl") or ("https://s3.amazonaws.com" if str(conf.get("url", "")).startswith("s3://")
-                                      else conf.get("url", ""))
-    parts = urlsplit(str(url))
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return
-    if parts.scheme in getproxies() and not proxy_bypass(parts.hostname):
-        return  # through a proxy: reaching the proxy proves nothing, DVC will say what it meets
-    try:
-        socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), 5).close()
-    except OSError as exc:
-        raise FetchError(f"the DVC remote {name!r} ({url})", f"unreachable ({exc.strerror or exc})",
-                         fix="check that the remote is reachable and the credentials are set (`dvc remote list`, "
-                             ".dvc/config.local or AWS_* variables), then pull again") from None

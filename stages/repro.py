@@ -39,7 +39,7 @@ import time
 import uuid
 from pathlib import Path
 
-from stages.errors import ModelNotFound, StagingError
+from stages.errors import StagingError
 
 # Keys of a remote's settings that are secrets: never shipped to workers (they take theirs from
 # their own environment or config, as any DVC user does).
@@ -94,42 +94,29 @@ def stale(root: Path, targets: list[str]) -> dict[str, list[str]]:
 
 
 def resolve_targets(root: Path, targets: list[str]) -> list[str]:
-    """Card names (`resnet50`, `onnx/resnet50`, `<name>-onnx` for an ONNX target) become their stages'
-    addresses; anything with a `:` or a `/dvc.yaml` is a DVC target and passes as it is."""
+    """Model names become their stages' addresses, from registry/index.json alone (stages.shards.resolve): a
+    card's own name (`resnet50`, `onnx/resnet50`) all its stages, fetch first; a target (`<name>-onnx`) that
+    target's stage. Anything with a `:`, an `@` or ending in `dvc.yaml` is a DVC target and passes as it is."""
     if not targets:
         return []
-    from difflib import get_close_matches
-
-    from stages.convert import for_card
+    from stages.convert import CONVERTERS
     from stages.indexfile import read
-    from stages.shards import FETCH, address
-    from stages.card import load_card
+    from stages.shards import FETCH, address, resolve
 
-    cards = read(root)["cards"]
-    by_target = {}
-    for name, entry in cards.items():
-        by_target[name] = (name, None)
-        by_target[f"{entry['format']}/{name}"] = (name, None)
+    index = read(root)
     out = []
     for target in targets:
         if ":" in target or target.endswith("dvc.yaml") or "@" in target:
             out.append(target)
             continue
-        name, only = by_target.get(target, (None, None))
-        if name is None and target.endswith("-onnx") and target[:-5] in cards:
-            name, only = target[:-5], "onnx"
-        if name is None:
-            close = get_close_matches(target, list(by_target), n=3, cutoff=0.6)
-            hint = f"did you mean {', '.join(close)}?" if close else "list them with `ls registry/*/`"
-            raise ModelNotFound(f"{target}: no card by that name in registry/index.json", fix=hint)
-        entry = cards[name]
-        card = load_card(Path(entry["card"]), root)
-        if only is None:
-            out.append(address(entry["dvcfile"], FETCH, name))
-            for target_fmt in (card.format, *card.targets):
-                out.append(address(entry["dvcfile"], for_card(card, target_fmt).stage, name))
-        else:
-            out.append(address(entry["dvcfile"], for_card(card, only).stage, name))
+        name, fmt, converter = resolve(index, target)
+        dvcfile = index["cards"][name]["dvcfile"]
+        if fmt != index["cards"][name]["format"]:
+            out.append(address(dvcfile, CONVERTERS[converter].stage, name))
+            continue
+        out.append(address(dvcfile, FETCH, name))
+        out += [address(dvcfile, CONVERTERS[conv].stage, name)
+                for conv, entries in sorted(index.get("converters", {}).items()) if name in entries]
     return out
 
 

@@ -74,6 +74,34 @@ def address(dvc_file: str, stage: str, name: str) -> str:
     return f"{dvc_file}:{stage}@{name}"
 
 
+def spellings(index: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+    """Every name a user may give a staged model -> (card, format, converter), from registry/index.json:
+    `resnet50` (the card's own format), `<format>/<name>` (any format it is staged in), `<name>-<format>`
+    (a card's `targets:`, e.g. `keras-mobilenet-v2-onnx`)."""
+    cards = index.get("cards", {})
+    known: dict[str, tuple[str, str, str]] = {}
+    for converter, entries in index.get("converters", {}).items():
+        for name, entry in entries.items():
+            fmt = entry["format"]
+            known[f"{fmt}/{name}"] = (name, fmt, converter)
+            known[name if cards.get(name, {}).get("format") == fmt else f"{name}-{fmt}"] = (name, fmt, converter)
+    return known
+
+
+def resolve(index: dict[str, Any], spelling: str) -> tuple[str, str, str]:
+    """(card, format, converter) of one model name (`spellings`), or one ModelNotFound line naming the closest."""
+    from difflib import get_close_matches
+
+    from stages.errors import ModelNotFound
+
+    known = spellings(index)
+    if spelling not in known:
+        close = get_close_matches(spelling, list(known), n=3, cutoff=0.6)
+        raise ModelNotFound(f"{spelling}: no model by that name in registry/index.json",
+                            fix=f"did you mean {', '.join(close)}?" if close else "list them with `ls registry/*/`")
+    return known[spelling]
+
+
 def fetch_template() -> dict[str, Any]:
     """Raw upstream files, verified against their pins; pushed to the remote like everything else, so
     restaging never downloads again. Depends on the card's pins only: its command carries their

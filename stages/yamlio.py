@@ -147,6 +147,20 @@ def load_yaml(path: Path, shown: Path | None = None, *, what: str = "card", erro
     return load_yaml_lines(path, shown, what=what, error=error)[0]
 
 
+def parse(text: bytes | str) -> Any:
+    """YAML read from git or written by DVC rather than edited here (a card or a dvc.lock at a revision):
+    the safe loader, no key twice. Any problem (not UTF-8, not YAML, a key twice, nested too deep) is a
+    ValueError of one line, for the caller to name the file."""
+    import yaml
+
+    try:
+        return yaml.load(text.decode("utf-8") if isinstance(text, bytes) else text, Loader=unique_key_loader())
+    except DuplicateKey as exc:
+        raise ValueError(str(exc)) from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ValueError(yaml_problem(exc)) from None
+
+
 def yaml_problem(exc: BaseException) -> str:
     """The first line of a YAML parser's complaint (PyYAML's or ruamel's)."""
     return str(getattr(exc, "problem", None) or exc).splitlines()[0][:200]
