@@ -30,10 +30,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from stages import gitio
-from stages.errors import FetchError, IndexStaleError, IntegrityError, ZooError
+from stages.errors import IndexStaleError, IntegrityError, ZooError
 from stages.files import human_size
+from stages.remote import Store
 
-CHUNK = 1 << 20
 STAGED_RE = ("onnx", "tensorflow", "keras")
 
 
@@ -163,81 +163,20 @@ def default_rev(root: Path) -> str:
 # --- where the bytes are kept -----------------------------------------------------------------------------------
 
 
-class Store:
-    """DVC's local cache or its remote, read as a content-addressed store (dvc-data's object DB)."""
-
-    def __init__(self, odb, label: str):
-        self.odb, self.label = odb, label
-
-    def path(self, oid: str) -> str:
-        return self.odb.oid_to_path(oid)
-
-    def digest(self, oid: str) -> tuple[int, str, str]:
-        """(size, md5, sha256) of the stored object, streamed; FileNotFoundError when absent."""
-        md5, sha, size = hashlib.md5(), hashlib.sha256(), 0
-        with self.odb.fs.open(self.path(oid), mode="rb") as fh:
-            while chunk := fh.read(CHUNK):
-                md5.update(chunk)
-                sha.update(chunk)
-                size += len(chunk)
-        return size, md5.hexdigest(), sha.hexdigest()
-
-    def read(self, oid: str) -> bytes:
-        with self.odb.fs.open(self.path(oid), mode="rb") as fh:
-            return fh.read()
-
-
 def stores(root: Path, remote: bool, remote_name: str | None = None) -> tuple[Store, Store | None]:
     """(the store to audit, the other one for repairs): the cache and the remote, in that order or reversed."""
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
+    from stages.remote import cache_store, check_reachable, load_config, remote_store
 
+    config = load_config(root / ".dvc")
+    cache = cache_store(config, root / ".dvc")
+    if remote:
+        check_reachable(config, remote_name)
+        return remote_store(config, remote_name), cache
     try:
-        repo = Repo(os.fspath(root))
-        cache = Store(repo.cache.local, f"the cache ({repo.cache.local.path})")
-        if remote:
-            check_reachable(repo, remote_name)
-        try:
-            odb = repo.cloud.get_remote_odb(remote_name, "audit")
-            cloud = Store(odb, f"the remote ({odb.fs.unstrip_protocol(odb.path)})")
-        except DvcException:
-            if remote:
-                raise
-            cloud = None
-    except DvcException as exc:
-        raise ZooError(f"{root}: DVC cannot open {'the remote' if remote else 'the cache'}: "
-                       f"{' '.join(str(exc).split())[:300]}",
-                       fix="run it in the registry's checkout; for --remote, configure the remote "
-                           "(`dvc remote modify --local zoo endpointurl ...`)") from None
-    return (cloud, cache) if remote else (cache, cloud)
-
-
-def check_reachable(repo, name: str | None = None) -> None:
-    """One TCP connection to the remote's endpoint (S3 or HTTP remotes), 5 s at most: DVC's clients retry an
-    unreachable remote for about 35 s before they say so (measured, DVC 3.67.1)."""
-    import socket
-    from urllib.parse import urlsplit
-    from urllib.request import getproxies, proxy_bypass
-
-    name = name or repo.config["core"].get("remote")
-    conf = repo.config["remote"].get(name or "", {})
-    url = conf.get("endpointurl") or ("https://s3.amazonaws.com" if str(conf.get("url", "")).startswith("s3://")
-                                      else conf.get("url", ""))
-    parts = urlsplit(str(url))
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return
-    if parts.scheme in getproxies() and not proxy_bypass(parts.hostname):
-        return  # through a proxy: reaching the proxy proves nothing, DVC will say what it meets
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:  # a malformed port: DVC's own error will name it
-        return
-    try:
-        socket.create_connection((parts.hostname, port), 5).close()
-    except OSError as exc:
-        raise FetchError(f"the DVC remote {name!r} ({url})", f"unreachable ({exc.strerror or exc})",
-                         fix="check that the remote is reachable and the credentials are set (`dvc remote list`, "
-                             ".dvc/config.local or AWS_* variables), then run the command again") from None
+        cloud = remote_store(config, remote_name)
+    except ZooError:
+        cloud = None
+    return cache, cloud
 
 
 # --- the audit --------------------------------------------------------------------------------------------------
@@ -351,31 +290,22 @@ def _manifest_mismatch(out: Output, entries: list[dict]) -> list[Problem]:
 def _repair(broken: Store, good: Store, oid: str) -> bool:
     """Copy `oid` from `good` into `broken` when `good`'s copy hashes right; a corrupted cache object
     with no good copy anywhere is deleted, so DVC stops handing it out. True when `broken` is now right."""
-    import tempfile
-
     try:
-        size, md5, _ = good.digest(oid)
+        md5 = good.digest(oid)[1]
     except Exception:
         md5 = None
     if md5 != oid.removesuffix(".dir"):
-        if broken.odb.fs.protocol == "local":
+        if broken.local:
             Path(broken.path(oid)).unlink(missing_ok=True)
         return False
-    if good.odb.fs.protocol == "local":
+    if good.local:
         broken.odb.fs.put_file(good.path(oid), broken.path(oid))
-    else:  # into the cache: a verified temp file beside the object, then one rename
-        dest = Path(broken.path(oid))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".incomplete")
-        os.close(fd)
+    else:  # into the cache: verified under a temp name beside the object, then one rename
         try:
-            good.odb.fs.get_file(good.path(oid), tmp)
-            if hashlib.md5(Path(tmp).read_bytes()).hexdigest() != oid.removesuffix(".dir"):
-                return False
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, dest)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+            good.fetch(oid, Path(broken.path(oid)))
+        except (IntegrityError, OSError):
+            return False
+        os.chmod(broken.path(oid), 0o444)
     try:
         return broken.digest(oid)[1] == oid.removesuffix(".dir")
     except Exception:

@@ -175,8 +175,14 @@ def _cmd_pull(args) -> int:
     from stages.files import human_size
     from stages.pull import pull
 
-    for target, files, size in pull(args.root, args.names):
-        print(f"{target.path}: {files} files, {human_size(size)}, every sha256 matches its manifest")
+    out = Path(args.out).resolve() if args.out else None
+    for got in pull(args.root, args.names, rev=args.rev, raw=args.raw, out=out, force=args.force):
+        where = os.path.relpath(got.dest) if got.dest.is_relative_to(Path.cwd()) else str(got.dest)  # as typed
+        at = f" ({args.rev})" if args.rev else ""
+        what = "every md5 matches its DVC listing" if got.target.raw else "every sha256 matches its manifest"
+        how = "already there" if got.unchanged else (f"{got.fetched} object(s) from the remote" if got.fetched
+                                                     else "from the cache")
+        print(f"{where}{at}: {got.files} files, {human_size(got.bytes)}, {what} ({how})")
     return 0
 
 
@@ -293,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     pul = sub.add_parser("pull", help="pull staged models by name (one shard read, not the whole zoo) and check "
                                       "every file against its manifest")
     pul.add_argument("names", nargs="+", help="model names: resnet50, onnx/resnet50, <name>-onnx for a target")
+    pul.add_argument("--rev", help="a release tag, branch or commit: that revision's files (default: the work tree's "
+                                   "dvc.lock); without --out they replace the model's folder here")
+    pul.add_argument("--raw", action="store_true", help="the raw upstream folder (registry/_raw/<name>) instead")
+    pul.add_argument("--out", help="put each folder under this folder (<out>/<format>/<name>, <out>/_raw/<name>) "
+                                   "instead of its place in the registry")
+    pul.add_argument("--force", action="store_true", help="replace a folder even when it holds files that are "
+                                                          "neither in the pull nor in the DVC cache (local edits)")
     pul.set_defaults(func=_cmd_pull)
     cat = sub.add_parser("catalog", help="build a static website of the zoo from git alone (index, a page per "
                                          "model, releases with charts); open catalog/index.html")

@@ -218,6 +218,16 @@ class IntegrityError(ZooError):
     exit_code = ExitCode.INTEGRITY
 
 
+class CorruptObject(IntegrityError):
+    """A stored DVC object whose bytes do not hash to its md5 (DVC's address for it), read after read."""
+
+    def __init__(self, store: str, oid: str, md5: str):
+        self.store, self.oid, self.md5 = store, oid, md5
+        super().__init__(f"object {oid}: corrupted in {store} (it hashes to md5 {md5})",
+                         fix="repair it with `zoo audit --remote --repair` from a checkout whose cache holds a "
+                             "good copy, or restage it and `dvc push`")
+
+
 class DiskFullError(ZooError, OSError):
     """Writing failed for lack of space (ENOSPC, EDQUOT) or past a file-size limit (EFBIG): the step
     stopped, its temp files were removed, nothing is under a final name."""

@@ -33,6 +33,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def md5_file(path: Path) -> str:
+    """md5 of a file (DVC's object address), streamed in 1 MiB chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def human_size(size: int) -> str:
     """Bytes for people: `812 B`, `28.3 KiB`, `5.4 MiB`, `1.2 GiB`."""
     if size < 1024:

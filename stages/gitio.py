@@ -54,6 +54,26 @@ def _cat_blobs(repo: Path, oids: list[str]) -> list[bytes]:
     return blobs
 
 
+def read_paths(repo: Path, commit: str, paths: list[str]) -> dict[str, bytes | None]:
+    """{path: bytes, or None when `commit` has no such file} for a few named files: one git process."""
+    if not paths:
+        return {}
+    out = git(repo, "cat-file", "--batch", input="".join(f"{commit}:{p}\n" for p in paths).encode())
+    found: dict[str, bytes | None] = {}
+    pos = 0
+    for path in paths:
+        header_end = out.index(b"\n", pos)
+        header = out[pos:header_end].split()
+        if header[-1] == b"missing" or header[1] != b"blob":
+            found[path], pos = None, header_end + 1
+            continue
+        start = header_end + 1
+        size = int(header[2])
+        found[path] = out[start:start + size]
+        pos = start + size + 1
+    return found
+
+
 def read_tree(repo: Path, commit: str, keep, under: tuple[str, ...] = ("registry",)) -> dict[str, bytes]:
     """{path: bytes} of the blobs under the paths `under` at `commit` whose path `keep(path)` accepts:
     two git processes, whatever their number."""

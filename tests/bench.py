@@ -15,7 +15,13 @@ number to .bench/results.json:
   fresh identical registries; then both with nothing stale;
 - remote: the demo zoo staged by `zoo repro --workers 2` with `--isolation remote` (local S3
   server) against `--isolation cache`: the per-card cost of clone, pull, push and run-cache;
-- frameworks: the phases of one stage per PyTorch and TensorFlow demo model, and `zoo run`.
+- frameworks: the phases of one stage per PyTorch and TensorFlow demo model, and `zoo run`;
+- catalog: `zoo catalog` from git alone at 200 cards and each size;
+- pull: one model out of staged, pushed and tagged zoos of 200 and 2,000 cards (`--pull-cards`;
+  tests/support/pull_zoo.py builds them), from fresh clones, each way a consumer can: `dvc pull` by
+  path and by stage address, `zoo pull` (and with `--rev --out`), `dvc get`/`dvc import --rev` and
+  `stages.api.download` from outside, against the floor: DVC's S3 filesystem alone reading the
+  model's objects (target: `zoo pull` under 0.5 s beyond that, and within 1.2x across sizes).
 
     python -m tests.bench                      # 200 and 1,000 cards; bare DVC at 400 and 2,000 stages
     python -m tests.bench --quick              # 40 and 80 cards: checks that everything runs
@@ -38,7 +44,7 @@ from tests.support.mirror import fixtures
 from tests.support.mirror.server import MirrorServer
 
 WORK = Path(".bench").resolve()
-SECTIONS = ("bare", "registry", "demo", "remote", "frameworks", "catalog")
+SECTIONS = ("bare", "registry", "demo", "remote", "frameworks", "catalog", "pull")
 CATALOG_TARGET_S = 2.0  # `zoo catalog` of 200 cards, from git only
 STAGES_PER_FILE = 20  # bare DVC's sharded layout
 TARGET_RATIO = 1.2  # the registry's no-op `dvc repro` against bare DVC's, same stage count
@@ -50,9 +56,12 @@ def options(argv: list[str]) -> argparse.Namespace:
                         help="registry sizes, comma-separated (default 200,1000); bare DVC is measured at the "
                              "same stage counts (2 per card), in one dvc.yaml at the smallest only")
     parser.add_argument("--quick", action="store_true", help="40 and 80 cards: a quick check that the bench runs")
+    parser.add_argument("--pull-cards", default="200,2000",
+                        help="zoo sizes of the pull section, comma-separated (default 200,2000)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections, comma-separated: {','.join(SECTIONS)}")
     args = parser.parse_args(argv)
     args.cards = [40, 80] if args.quick else sorted(int(n) for n in args.cards.split(","))
+    args.pull_cards = [40, 80] if args.quick else sorted(int(n) for n in args.pull_cards.split(","))
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
@@ -471,6 +480,131 @@ def catalog_section(sizes: list[int]) -> dict:
     return out
 
 
+# --- one model out of a large zoo --------------------------------------------------------------------------------
+
+PULL_MODEL = "m0007"  # in every size's zoo
+PULL_TARGET_S = 0.5   # `zoo pull` of one tiny model, from a fresh clone
+PULL_TARGET_RATIO = 1.2  # the largest zoo against the smallest
+
+
+def pull_section(env, mirror_root: Path, sizes: list[int], results: dict) -> dict:
+    """One model out of staged, pushed and released zoos of each size (tests/support/pull_zoo.py), from
+    fresh clones (the clone untimed), pulled from the local S3 server each way a consumer can: the
+    median of `PULL_REPEAT` fresh clones per way."""
+    from tests.support import pull_zoo
+
+    out: dict = {"model": PULL_MODEL, "sizes": {}}
+    results["pull"] = out
+    for n in sizes:
+        print(f"bench: pull: building a staged zoo of {n} cards (pushed, released) ...", flush=True)
+        with sandbox.S3Server(f"pull-{n}") as s3:
+            bare, steps = pull_zoo.build(WORK / f"pull-{n}", n, mirror_root, env, s3)
+            out["sizes"][str(n)] = {"build_s": steps, "ways": consumer_pulls(WORK / f"pull-{n}", bare, s3, env)}
+        save(results)
+    print_pull(out, sizes)
+    return out
+
+
+PULL_REPEAT = 3
+
+
+def consumer_pulls(work: Path, bare: Path, s3, env) -> dict:
+    """{way: {"s": median seconds, "runs": [...]}} for one model, each run from a fresh clone; "transfer only"
+    is the floor: DVC's S3 filesystem alone reading the model's objects."""
+    import json as json_
+
+    config = ["--remote-config", f"endpointurl={s3.endpoint}", f"url=s3://{s3.bucket}/dvc"]
+    api_config = {"endpointurl": s3.endpoint, "url": f"s3://{s3.bucket}/dvc"}
+    model = PULL_MODEL
+    keys = model_objects(work / "registry", model)
+    ways = {
+        "transfer only": lambda c: [sys.executable, "-c", TRANSFER, s3.endpoint, f"{s3.bucket}/dvc", str(c / "t"), *keys],
+        "dvc pull <path>": lambda c: ["dvc", "pull", "-q", f"registry/onnx/{model}"],
+        "dvc pull <stage address>": lambda c: ["dvc", "pull", "-q", address(c, model)],
+        "zoo pull <name>": lambda c: [sys.executable, "-m", "stages", "pull", model],
+        "zoo pull <name> --rev --out": lambda c: [sys.executable, "-m", "stages", "pull", model, "--rev", "zoo-v1.0.0",
+                                                  "--out", str(c / "v1")],
+        "dvc get --rev": lambda c: ["dvc", "get", str(bare), f"registry/onnx/{model}", "--rev", "zoo-v1.0.0",
+                                    "-o", str(c / "got"), *config],
+        "dvc import --rev": lambda c: ["dvc", "import", str(bare), f"registry/onnx/{model}", "--rev", "zoo-v1.0.0",
+                                       "-o", "imported", *config],
+        "stages.api.download": lambda c: [sys.executable, "-c",
+                                          "import json, sys; from stages.api import download; "
+                                          f"download({model!r}, sys.argv[1], repo={str(bare)!r}, release='zoo-v1.0.0', "
+                                          f"remote_config={json_.dumps(api_config)})", str(c / "api")],
+    }
+    out = {}
+    for way, command in ways.items():
+        runs = []
+        for i in range(PULL_REPEAT):
+            clone = work / f"consumer-{len(out)}-{i}"
+            if way.startswith("dvc import"):  # the consumer's own repository
+                clone.mkdir()
+                sandbox.run(["git", "init", "-q"], clone, env)
+                sandbox.run(["dvc", "init", "-q"], clone, env)
+            else:
+                sandbox.run(["git", "clone", "-q", str(bare), str(clone)], work, env)
+                sandbox.run(["dvc", "remote", "modify", "--local", "zoo", "endpointurl", s3.endpoint], clone, env)
+                sandbox.run(["dvc", "remote", "modify", "--local", "zoo", "url", f"s3://{s3.bucket}/dvc"], clone, env)
+            args = command(clone)
+            started = time.perf_counter()
+            sandbox.run(args, clone, env)
+            runs.append(time.perf_counter() - started)
+        out[way] = {"s": statistics.median(runs), "runs": runs}
+        print(f"    {way:28} {out[way]['s']:7.2f} s", flush=True)
+    return out
+
+
+# The floor under any pull of these objects: DVC's S3 filesystem (dvc-s3) imported, connected, and the
+# model's `.dir` listing and files read, nothing else (no config, no git, no hashing).
+TRANSFER = """
+import sys
+from pathlib import Path
+from dvc_s3 import S3FileSystem
+endpoint, prefix, dest, keys = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4:]
+dest.mkdir()
+fs = S3FileSystem(endpointurl=endpoint)
+for key in keys:
+    fs.get_file(f"{prefix}/files/md5/{key[:2]}/{key[2:]}", str(dest / key))
+"""
+
+
+def model_objects(repo: Path, model: str) -> list[str]:
+    """The md5s of one staged model's `.dir` listing and files, as the registry's lock and cache record them."""
+    import yaml
+
+    entry = json.loads((repo / "registry" / "index.json").read_text())["cards"][model]
+    lock = yaml.safe_load((repo / entry["dvcfile"]).with_name("dvc.lock").read_text())
+    out = next(o for o in lock["stages"][f"stage-onnx-zoo@{model}"]["outs"] if o["path"] == f"registry/onnx/{model}")
+    listing = json.loads((repo / ".dvc/cache/files/md5" / out["md5"][:2] / out["md5"][2:]).read_text())
+    return [out["md5"], *sorted({e["md5"] for e in listing})]
+
+
+def address(clone: Path, model: str) -> str:
+    entry = json.loads((clone / "registry" / "index.json").read_text())["cards"][model]
+    return f"{entry['dvcfile']}:stage-onnx-zoo@{model}"
+
+
+def print_pull(out: dict, sizes: list[int]) -> None:
+    small, large = str(sizes[0]), str(sizes[-1])
+    print()
+    print(f"one model ({out['model']}, a few hundred bytes) from a fresh clone, median of {PULL_REPEAT}"
+          f"{'':6}" + "".join(f"{n + ' cards':>12}" for n in map(str, sizes)) + f"{'ratio':>9}")
+    for way in out["sizes"][small]["ways"]:
+        times = [out["sizes"][str(n)]["ways"][way]["s"] for n in sizes]
+        print(f"  {way:64}" + "".join(f"{t:11.2f}s" for t in times) + f"{ratio(times[-1], times[0]):>9}")
+    ways = out["sizes"][large]["ways"]
+    zoo, transfer = ways.get("zoo pull <name>", {}).get("s"), ways.get("transfer only", {}).get("s")
+    if zoo is not None and transfer is not None:
+        r = zoo / out["sizes"][small]["ways"]["zoo pull <name>"]["s"]
+        beyond = zoo - transfer
+        met = beyond < PULL_TARGET_S and r <= PULL_TARGET_RATIO
+        print(f"  zoo pull at {large} cards: {zoo:.2f} s = transfer {transfer:.2f} s + {beyond:.2f} s, {r:.2f}x "
+              f"{small} cards (target: < {PULL_TARGET_S} s beyond the transfer and <= {PULL_TARGET_RATIO}x: "
+              f"{'met' if met else 'MISSED'})")
+    print(flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = options(sys.argv[1:] if argv is None else argv)
     if WORK.exists():
@@ -503,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         if "catalog" in args.only:
             results["catalog"] = catalog_section(args.cards)
             save(results)
+        if "pull" in args.only:
+            results["pull"] = pull_section(env, mirror_root, args.pull_cards, results)
     results["total_s"] = time.perf_counter() - started
     save(results)
     print(f"bench: done in {results['total_s'] / 60:.1f} min; results in {WORK / 'results.json'}")

@@ -8,12 +8,14 @@ load_img + preprocess_input, onnx's reference evaluator with the ONNX zoo README
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from stages.files import sha256_file
 from tests.support import sandbox
 from tests.support.demo import ONNX_DEMO, TF_DEMO, TORCH_DEMO, demo_cards, digit_image, picture
 
@@ -240,3 +242,35 @@ def test_the_catalogue_has_a_page_per_manifest_listing_its_files(zoo, tmp_path):
         files = manifest(zoo["repo"], folder)["files"]
         assert listed == {p: (f["size"], f["sha256"]) for p, f in files.items()}, artifact
         assert "This manifest is incomplete" not in page and "not recorded" not in page, artifact
+
+
+def test_zoo_pull_by_name_in_each_format_and_a_target(zoo, tmp_path):
+    """`zoo pull` in a fresh clone: an ONNX, a TensorFlow and a Keras card by their names, a card's ONNX
+    target as `<name>-onnx`, and one spelled `<format>/<name>`; exactly those folders, every file's
+    sha256 the manifest's, and DVC finds them as its lock records them."""
+    env = zoo["env"]
+    clone = tmp_path / "by-name"
+    sandbox.run(["git", "clone", "-q", str(zoo["repo"]), str(clone)], tmp_path, env)
+    (clone / ".dvc/config.local").write_bytes((zoo["clone"] / ".dvc/config.local").read_bytes())  # the local S3
+    names = {"mnist": "registry/onnx/mnist", "tfhub-tiny-classifier": "registry/tensorflow/tfhub-tiny-classifier",
+             "keras-mobilenet-v2": "registry/keras/keras-mobilenet-v2",
+             "keras-mobilenet-v2-onnx": "registry/onnx/keras-mobilenet-v2", "onnx/tiny-bert": "registry/onnx/tiny-bert"}
+    out = sandbox.run(["zoo", "pull", *names], clone, env).stdout
+    assert out.count("every sha256 matches its manifest") == len(names), out
+    for folder in names.values():
+        assert f"{folder}: " in out
+        data = manifest(zoo["repo"], folder)
+        got = sorted(p.relative_to(clone / folder).as_posix() for p in (clone / folder).rglob("*") if p.is_file())
+        assert got == sorted(data["files"]), folder
+        for rel, rec in data["files"].items():
+            assert sha256_file(clone / folder / rel) == rec["sha256"], (folder, rel)
+    present = sorted(f"registry/{p.parent.name}/{p.name}" for p in (clone / "registry").glob("*/*")
+                     if p.is_dir() and p.parent.name not in ("_raw", "_pipeline") and any(p.iterdir()))
+    assert present == sorted(names.values())
+    assert not any(p.is_file() and p.name != ".gitignore" for p in (clone / "registry/_raw").rglob("*"))
+    status = sandbox.run(["dvc", "status", *names.values()], clone, env).stdout  # their stages
+    assert re.search(r"deleted:\s+registry/_raw/mnist\s*$", status, re.M), status  # not pulled: reported
+    for folder in names.values():  # pulled: exactly as the lock records them
+        assert not re.search(rf":\s+{re.escape(folder)}\s*$", status, re.M), (folder, status)
+    again = sandbox.run(["zoo", "pull", "mnist"], clone, env).stdout
+    assert "(already there)" in again, again

@@ -30,7 +30,7 @@ FAMILIES = {
     ExitCode.STAGING: {"StagingError", "VersionMismatchError"},
     ExitCode.VALIDATION: {"ParityError", "VerifyError"},
     ExitCode.RELEASE: {"ReleaseRefused", "GitError"},
-    ExitCode.INTEGRITY: {"IntegrityError"},
+    ExitCode.INTEGRITY: {"IntegrityError", "CorruptObject"},
     ExitCode.NO_SPACE: {"DiskFullError"},
 }
 

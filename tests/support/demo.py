@@ -169,15 +169,18 @@ def main() -> int:
         print("==> zoo diff zoo-v1.0.0 zoo-v1.1.0")
         print(sandbox.run(["zoo", "diff", "zoo-v1.0.0", "zoo-v1.1.0"], repo, env).stdout, end="")
         t = step("in the fresh clone: zoo pull tv-squeezenet too (resolved from registry/index.json to its one "
-                 "stage; every byte checked against the manifest), then zoo run on generated images "
+                 "shard's lock; every byte checked against the manifest), and squeezenet as released in zoo-v1.0.0 "
+                 "(--rev, into a folder of its own); then zoo run on generated images "
                  "(the manifests' preprocessing, ONNX Runtime, labels.txt; the demo weights are seeded, not "
                  "trained, so the classes are arbitrary)")
         pulled = sandbox.run(["zoo", "pull", "tv-squeezenet"], clone, env).stdout.strip()
+        pinned = sandbox.run(["zoo", "pull", "squeezenet", "--rev", "zoo-v1.0.0", "--out", "release-1.0.0"],
+                             clone, env).stdout.strip()
         digit = digit_image((WORK / "seven.png").resolve())
         photo = picture((WORK / "picture.png").resolve(), (320, 240))
         runs = [sandbox.run(["zoo", "run", f"registry/onnx/{PULL}", str(digit), "--top-k", "3"], clone, env).stdout,
                 sandbox.run(["zoo", "run", "registry/onnx/tv-squeezenet", str(photo), "--top-k", "3"], clone, env).stdout]
-        done(t, pulled)
+        done(t, f"{pulled}\n    {pinned}")
         print("".join(runs), end="")
         t = step("zoo catalog: the zoo as a static website, from git alone (index, a page per model, releases "
                  "with charts)")
