@@ -20,26 +20,18 @@ from typing import Any, Iterator
 
 from stages.errors import disk_full_cause
 
-CHUNK = 1 << 20
 TEMP_RE = re.compile(r"\.(.+)\.([1-9]\d{0,8})-[0-9a-f]{12}\.incomplete")  # temp_sibling's names: name, pid
 
 
+def digest_file(path: Path, algorithm: str = "sha256") -> str:
+    """A file's hex digest (sha256 by default; md5 is DVC's object address), streamed: never the whole file
+    in memory."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, algorithm).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
-    """sha256 of a file, streamed in 1 MiB chunks (never the whole file in memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def md5_file(path: Path) -> str:
-    """md5 of a file (DVC's object address), streamed in 1 MiB chunks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return digest_file(path, "sha256")
 
 
 def human_size(size: int) -> str:
@@ -76,12 +68,14 @@ def sweep_stale(dest: Path) -> list[Path]:
     Only names of temp_sibling's shape for this very `dest` are touched, and only when their pid is
     not a live process: a concurrent writer's temp stays.
     """
-    try:
-        entries = list(dest.parent.iterdir())
+    prefix = f".{dest.name}."
+    try:  # a folder of thousands of models: the scan stays in C but for this destination's few names
+        with os.scandir(dest.parent) as scan:
+            names = [e.name for e in scan if e.name.startswith(prefix) and e.name.endswith(".incomplete")]
     except FileNotFoundError:
         return []
-    stale = [p for p in entries
-             if (m := TEMP_RE.fullmatch(p.name)) and m.group(1) == dest.name and not _alive(int(m.group(2)))]
+    stale = [dest.parent / name for name in names
+             if (m := TEMP_RE.fullmatch(name)) and m.group(1) == dest.name and not _alive(int(m.group(2)))]
     for path in stale:
         remove(path)
     return stale

@@ -342,10 +342,10 @@ def _check(folder: Path, item: Located, target: Target) -> tuple[int, int]:
 def _holds(dest: Path, wanted: dict[str, str], objects: Objects, force: bool, target: Target) -> bool:
     """True when `dest` already holds exactly the wanted files; otherwise whether it may be replaced:
     every file it has is either wanted or kept in the cache (DVC's rule), or `--force`."""
-    from stages.files import md5_file
+    from stages.files import digest_file
 
     present = {p.relative_to(dest).as_posix(): p for p in dest.rglob("*") if p.is_file() or p.is_symlink()}
-    hashes = {rel: md5_file(p) for rel, p in present.items() if p.is_file() and not p.is_symlink()}
+    hashes = {rel: digest_file(p, "md5") for rel, p in present.items() if p.is_file() and not p.is_symlink()}
     if set(present) == set(wanted) and all(hashes.get(rel) == oid for rel, oid in wanted.items()):
         return True
     if force:

@@ -439,3 +439,38 @@ def test_api_download_at_a_release_from_a_local_path_a_bare_repo_and_a_file_url(
     assert not (tmp_path / "missing").exists()
 
 
+
+
+def test_a_pull_reads_the_index_then_one_shard_lock_and_one_manifest_whatever_the_zoo_size(reg, tmp_path):
+    """What makes `zoo pull` constant in the zoo's size: at any size, locating a model reads
+    registry/index.json, then exactly its shard's dvc.lock and its manifest (here at a revision whose
+    index names 2,000 more cards in 128 shards, none of whose files exist)."""
+    from stages import pull as pull_mod
+    from stages.shards import dvcfile
+
+    checkout = clone(reg, "big-index")
+    index_path = checkout / "registry/index.json"
+    index = json.loads(index_path.read_text())
+    template_card, template_item = index["cards"][name(2)], index["converters"]["onnx_zoo"][name(2)]
+    for i in range(2000):
+        extra = f"x{i:05d}"
+        index["cards"][extra] = dict(template_card, card=f"registry/onnx/{extra}.yaml", dvcfile=dvcfile(extra, 128))
+        index["converters"]["onnx_zoo"][extra] = dict(template_item, card=f"registry/onnx/{extra}.yaml")
+    index_path.write_text(json.dumps(index))
+    reads: list[list[str]] = []
+    original = pull_mod.Revision.read
+
+    def recording(self, paths):
+        reads.append(sorted(paths))
+        return original(self, paths)
+
+    pull_mod.Revision.read = recording
+    try:
+        found = pull_mod.locate(pull_mod.Revision.of(checkout, None), [name(2)])
+    finally:
+        pull_mod.Revision.read = original
+    shard = index["cards"][name(2)]["dvcfile"].removesuffix("dvc.yaml")
+    assert reads == [["registry/index.json"], sorted([f"{shard}dvc.lock", f"registry/onnx/{name(2)}.manifest.json"])]
+    assert found[0].md5 == lock_out(checkout, f"registry/onnx/{name(2)}")
+    proc = zoo(reg, checkout, "pull", "x00007", check=False)  # in the index, never staged: said, nothing read
+    assert "not staged" in error(proc, 2)
