@@ -591,7 +591,8 @@ def get_section(site: Site, model: Model) -> str:
         "nothing else:</p>",
         code_block([f"dvc pull {folder}"]),
         "<p>The same by name, every file then checked against the manifest:</p>",
-        code_block([f"zoo pull {a}"]),
+        code_block([f"zoo pull {a}"] + ([f"zoo pull {a} --rev {release} --out {release}/   # as released"]
+                                        if release else [])),
         "<p>From another repository, at a release:</p>",
         code_block([f"dvc get {url} {folder} --rev {release or '<release>'}",
                     f"dvc artifacts get {url} {a} --rev {version}"]),

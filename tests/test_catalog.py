@@ -127,6 +127,7 @@ def test_a_model_page_has_recipes_io_classes_validation_and_history(site):
     mnist = read(site, "models/mnist.html")
     get = section(mnist, "get")
     assert "dvc get &lt;registry-url&gt; registry/onnx/mnist --rev zoo-v1.1.0" in get
+    assert "zoo pull mnist --rev zoo-v1.1.0 --out zoo-v1.1.0/" in get
     assert "dvc artifacts get &lt;registry-url&gt; mnist --rev v1.1.0" in get
     assert ("model = download(&quot;mnist&quot;, &quot;models/mnist&quot;, repo=&quot;&lt;registry-url&gt;&quot;, "
             "release=&quot;zoo-v1.1.0&quot;, format=&quot;onnx&quot;)") in get
