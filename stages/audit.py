@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from stages import gitio
-from stages.errors import IndexStaleError, IntegrityError, ZooError
+from stages.errors import IndexStaleError, IntegrityError, ZooError, repair_fix
 from stages.files import human_size
 from stages.remote import Store
 
@@ -329,7 +329,5 @@ def render(report: Report) -> str:
 def first_problem(report: Report) -> IntegrityError:
     """One line for the first unrepaired problem: the model, the file, the hashes and the repair."""
     p = next(p for p in report.problems if not p.repaired)
-    return IntegrityError(f"{p.path}: {p.status} in {report.where} ({p.detail})",
-                          fix=f"repair it with `zoo audit --remote --repair` from a checkout whose cache holds a good "
-                              f"copy, or restage it: `dvc repro -f -s {p.stage}` then `dvc push`")
+    return IntegrityError(f"{p.path}: {p.status} in {report.where} ({p.detail})", fix=repair_fix(p.stage))
 

@@ -218,14 +218,18 @@ class IntegrityError(ZooError):
     exit_code = ExitCode.INTEGRITY
 
 
+def repair_fix(address: str | None) -> str:
+    """How to mend an object that is missing or corrupted where it is kept: the one wording of it."""
+    restage = f"restage it: `dvc repro -f -s {address}` then `dvc push`" if address else "restage it and `dvc push`"
+    return f"repair it with `zoo audit --remote --repair` from a checkout whose cache holds a good copy, or {restage}"
+
+
 class CorruptObject(IntegrityError):
     """A stored DVC object whose bytes do not hash to its md5 (DVC's address for it), read after read."""
 
     def __init__(self, store: str, oid: str, md5: str):
         self.store, self.oid, self.md5 = store, oid, md5
-        super().__init__(f"object {oid}: corrupted in {store} (it hashes to md5 {md5})",
-                         fix="repair it with `zoo audit --remote --repair` from a checkout whose cache holds a "
-                             "good copy, or restage it and `dvc push`")
+        super().__init__(f"object {oid}: corrupted in {store} (it hashes to md5 {md5})", fix=repair_fix(None))
 
 
 class DiskFullError(ZooError, OSError):

@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 from stages.errors import (CorruptObject, FetchError, IndexStaleError, IntegrityError, ManifestError, ModelNotFound,
-                           ZooError)
+                           ZooError, repair_fix)
 
 INDEX = "registry/index.json"
 JOBS = 8
@@ -210,12 +210,10 @@ class Objects:
             self.remote.fetch(oid, Path(self.cache.path(oid)))
         except FileNotFoundError:
             raise IntegrityError(f"{path}: missing in {self.remote.label} (object {oid} is not there)",
-                                 fix=f"push it from a checkout that has it (`zoo audit --remote --repair`), or "
-                                     f"restage it: `dvc repro -f -s {address}` then `dvc push`") from None
+                                 fix=repair_fix(address)) from None
         except CorruptObject as exc:
             raise IntegrityError(f"{path}: corrupted in {self.remote.label} (object {oid} hashes to md5 {exc.md5})",
-                                 fix=f"repair it with `zoo audit --remote --repair` from a checkout whose cache holds "
-                                     f"a good copy, or restage it: `dvc repro -f -s {address}` then `dvc push`") from None
+                                 fix=repair_fix(address)) from None
         except ZooError:
             raise
         except Exception as exc:
