@@ -31,7 +31,7 @@ from typing import Any, Iterable
 
 from stages import gitio
 from stages.errors import IndexStaleError, IntegrityError, ZooError, repair_fix
-from stages.files import human_size
+from stages.files import human_size, loads_object
 from stages.remote import Store
 
 STAGED_RE = ("onnx", "tensorflow", "keras")
@@ -117,7 +117,7 @@ def outputs(root: Path, rev: str | None) -> list[Output]:
         blobs = {p: b for p, b in blobs.items() if _is_lock(p)}
 
         def read_manifest(path: str) -> dict | None:
-            return _json_object(manifests.get(f"{path}.manifest.json"))
+            return loads_object(manifests.get(f"{path}.manifest.json"))
     found = []
     for lock_path, data in sorted(blobs.items()):
         try:
@@ -137,18 +137,10 @@ def outputs(root: Path, rev: str | None) -> list[Output]:
     return found
 
 
-def _json_object(data: bytes | None) -> dict | None:
-    try:
-        value = json.loads(data) if data is not None else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _manifest_from_disk(root: Path):
     def read(path: str) -> dict | None:
         try:
-            return _json_object((root / f"{path}.manifest.json").read_bytes())
+            return loads_object((root / f"{path}.manifest.json").read_bytes())
         except OSError:
             return None
     return read

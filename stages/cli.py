@@ -175,7 +175,11 @@ def _cmd_pull(args) -> int:
     from stages.files import human_size
     from stages.pull import pull
 
+    from stages.errors import ConfigError
+
     out = Path(args.out).resolve() if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {args.out}: a file, not a folder", fix="name a folder (it is created when missing)")
     for got in pull(args.root, args.names, rev=args.rev, raw=args.raw, out=out, force=args.force):
         where = os.path.relpath(got.dest) if got.dest.is_relative_to(Path.cwd()) else str(got.dest)  # as typed
         at = f" ({args.rev})" if args.rev else ""

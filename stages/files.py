@@ -23,15 +23,31 @@ from stages.errors import disk_full_cause
 TEMP_RE = re.compile(r"\.(.+)\.([1-9]\d{0,8})-[0-9a-f]{12}\.incomplete")  # temp_sibling's names: name, pid
 
 
-def digest_file(path: Path, algorithm: str = "sha256") -> str:
-    """A file's hex digest (sha256 by default; md5 is DVC's object address), streamed: never the whole file
-    in memory."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, algorithm).hexdigest()
-
-
 def sha256_file(path: Path) -> str:
-    return digest_file(path, "sha256")
+    """sha256 of a file, streamed (never the whole file in memory)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def hash_stream(src, out=None, chunk: int = 1 << 20) -> tuple[int, str, str]:
+    """(size, md5, sha256) of a readable binary stream in one pass, copying it to `out` when given."""
+    md5, sha, size = hashlib.md5(), hashlib.sha256(), 0
+    while data := src.read(chunk):
+        md5.update(data)
+        sha.update(data)
+        size += len(data)
+        if out is not None:
+            out.write(data)
+    return size, md5.hexdigest(), sha.hexdigest()
+
+
+def loads_object(data: bytes | None) -> dict | None:
+    """A JSON object read from git or disk, or None when there is none (no bytes, not JSON, not an object)."""
+    try:
+        value = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def human_size(size: int) -> str:

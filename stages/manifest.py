@@ -152,12 +152,14 @@ def _expected_files(folder: Path, manifest: dict[str, Any]) -> dict[str, tuple[i
     return expected
 
 
-def check_files(folder: Path, manifest: dict[str, Any], shown: str | None = None) -> tuple[int, int]:
+def check_files(folder: Path, manifest: dict[str, Any], shown: str | None = None,
+                known: dict[str, str] | None = None) -> tuple[int, int]:
     """Every file under a staged folder against its manifest's sizes and sha256: (files, bytes).
 
-    Sizes first (no reading), then each sha256 streamed. Every difference is collected before
-    raising, so one IntegrityError names each missing, extra or changed file with both values.
-    `shown` is the folder as the user named it (default: relative to the current folder).
+    Sizes first (no reading), then each sha256 streamed, or taken from `known` ({relpath: sha256} of
+    files the caller hashed as it wrote or read them, so no file is read twice). Every difference is
+    collected before raising, so one IntegrityError names each missing, extra or changed file with
+    both values. `shown` is the folder as the user named it (default: relative to the current folder).
     """
     from stages.errors import IntegrityError
 
@@ -173,7 +175,7 @@ def check_files(folder: Path, manifest: dict[str, Any], shown: str | None = None
         actual_size = present[rel].stat().st_size
         if actual_size != size:
             problems.append(f"{rel}: expected {size} bytes, got {actual_size}")
-        elif (actual := sha256_file(present[rel])) != sha:
+        elif (actual := (known or {}).get(rel) or sha256_file(present[rel])) != sha:
             problems.append(f"{rel}: expected sha256 {sha[:12]}, got {actual[:12]} (same size, {size} bytes)")
     if problems:
         listed = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")

@@ -10,17 +10,19 @@ object (1 s). Here nothing scales with the zoo:
 - the objects come through DVC's own config, remote filesystem (dvc-s3) and object layout
   (stages.remote): the `.dir` listing, then each file not already in the cache, 8 at a time,
   each hashed before it is renamed into the cache (a reply that hashes wrong is read again);
-- the folder is built beside its destination from the cache, every file hashed again while it is
-  copied, checked against the manifest (sha256, size, exactly its files), then swapped in whole.
+- the folder is built beside its destination from the cache, every file hashed once more (while it
+  is copied, or after), checked against the manifest (sha256, size, exactly its files), then
+  swapped in whole.
 
 What lands is what `dvc pull` would check out (the cache holds the objects, the folder copies of
-them), so `dvc status` is clean after it. A folder already there is left alone when it matches; its
+them), so `dvc status` finds the folder as its lock records it. A folder already there is left alone when it matches; its
 files are replaced only when the cache holds them (DVC's own rule), so local edits are never lost
 without `--force`. A cache object that rotted is fetched again from the remote, and said.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -32,6 +34,7 @@ from typing import Any, Callable
 
 from stages.errors import (CorruptObject, FetchError, IndexStaleError, IntegrityError, ManifestError, ModelNotFound,
                            ZooError, repair_fix)
+from stages.files import loads_object
 
 INDEX = "registry/index.json"
 JOBS = 8
@@ -47,6 +50,15 @@ class Target:
     @property
     def raw(self) -> bool:
         return self.fmt == "_raw"
+
+    @property
+    def lock(self) -> str:
+        """The lock file beside the stage's dvc.yaml."""
+        return str(PurePosixPath(self.address.split(":", 1)[0]).with_name("dvc.lock"))
+
+    @property
+    def stage(self) -> str:
+        return self.address.split(":", 1)[1]
 
 
 @dataclass
@@ -114,7 +126,7 @@ def targets(index: dict[str, Any], names: list[str], raw: bool = False) -> list[
     out = []
     for spelling in names:
         name, fmt, converter = resolve(index, spelling)
-        dvcfile = index["cards"][name]["dvcfile"]
+        dvcfile = index["cards"][name].get("dvcfile") or "dvc.yaml"  # releases before the shards: the root's
         target = (Target(name, "_raw", f"registry/_raw/{name}", address(dvcfile, FETCH, name)) if raw else
                   Target(name, fmt, f"registry/{fmt}/{name}", address(dvcfile, CONVERTERS[converter].stage, name)))
         if target not in out:
@@ -128,22 +140,19 @@ def locate(revision: Revision, names: list[str], raw: bool = False) -> list[Loca
 
     at = "" if revision.commit is None else f" at {revision.label}"
     blob = revision.read([INDEX])[INDEX]
-    try:
-        index = json.loads(blob) if blob is not None else None
-    except ValueError:
-        index = None
-    if not isinstance(index, dict) or not isinstance(index.get("cards"), dict):
+    index = loads_object(blob)
+    if index is None or not isinstance(index.get("cards"), dict) or not all(
+            isinstance(entry, dict) for entry in index["cards"].values()):
         raise IndexStaleError(f"{INDEX}{at}: {'missing' if blob is None else 'not the index zoo index writes'}",
                               fix="run `zoo index` and commit it" if revision.commit is None else
                                   "that revision is not a registry; name a release tag (`git tag -l 'zoo-v*'`)")
     wanted = targets(index, names, raw)
-    locks = {t.address.split(":")[0].removesuffix("dvc.yaml") + "dvc.lock" for t in wanted}
     manifests = {f"{t.path}.manifest.json" for t in wanted if not t.raw}
-    blobs = revision.read(sorted(locks | manifests))
+    blobs = revision.read(sorted({t.lock for t in wanted} | manifests))
     parsed: dict[str, Any] = {}
     found = []
     for target in wanted:
-        lock_path = target.address.split(":")[0].removesuffix("dvc.yaml") + "dvc.lock"
+        lock_path = target.lock
         if lock_path not in parsed:
             try:
                 parsed[lock_path] = parse(blobs[lock_path]) if blobs[lock_path] is not None else {}
@@ -159,11 +168,8 @@ def locate(revision: Revision, names: list[str], raw: bool = False) -> list[Loca
         manifest = None
         if not target.raw:
             text = blobs[f"{target.path}.manifest.json"]
-            try:
-                manifest = json.loads(text) if text is not None else None
-            except ValueError:
-                manifest = None
-            if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+            manifest = loads_object(text)
+            if manifest is None or not isinstance(manifest.get("files"), dict):
                 raise ManifestError(f"{target.path}.manifest.json{at}: {'missing' if text is None else 'not a manifest'}",
                                     fix=f"restore it (`git checkout {revision.commit or 'HEAD'} -- "
                                         f"{target.path}.manifest.json`) or restage with `dvc repro -f -s {target.address}`")
@@ -174,7 +180,7 @@ def locate(revision: Revision, names: list[str], raw: bool = False) -> list[Loca
 def _out_md5(lock: Any, target: Target) -> str | None:
     """The `.dir` md5 that a stage's lock entry records for the target's folder (DVC 3's `hash: md5` layout)."""
     stages = lock.get("stages") if isinstance(lock, dict) else None
-    entry = stages.get(target.address.split(":", 1)[1]) if isinstance(stages, dict) else None
+    entry = stages.get(target.stage) if isinstance(stages, dict) else None
     for out in (entry.get("outs") if isinstance(entry, dict) else None) or []:
         if isinstance(out, dict) and out.get("path") == target.path and str(out.get("md5", "")).endswith(".dir"):
             return str(out["md5"])
@@ -224,41 +230,42 @@ class Objects:
         self.fetched.add(oid)
         self.verified.add(oid)
 
-    def copy(self, oid: str, dest: Path, path: str, address: str) -> None:
-        """`oid` from the cache to `dest`, hashed on the way (a rotted cache object is fetched again)."""
+    def copy(self, oid: str, dest: Path, path: str, address: str) -> str | None:
+        """`oid` from the cache to `dest`, hashed on the way (a rotted cache object is fetched again): its
+        sha256, or None for an object this command fetched and hashed already (copied as is)."""
         if oid in self.verified:
             shutil.copyfile(self.cache.path(oid), dest)
-            return
+            return None
         try:
-            self.cache.fetch(oid, dest)
+            sha = self.cache.fetch(oid, dest)[1]
         except CorruptObject as exc:
-            self.note(f"zoo pull: {path}: the cache's copy (object {oid}) was corrupted (it hashes to md5 {exc.md5}); "
-                      "fetching a verified copy from the remote")
-            os.chmod(self.cache.path(oid), 0o644)
-            os.unlink(self.cache.path(oid))
-            self.into_cache(oid, path, address)
+            self._fetch_again(oid, path, address, f"the cache's copy (object {oid}) was corrupted (it hashes to md5 "
+                                                  f"{exc.md5})")
             shutil.copyfile(self.cache.path(oid), dest)
+            return None
         self.verified.add(oid)
+        return sha
+
+    def _fetch_again(self, oid: str, path: str, address: str, why: str) -> None:
+        self.note(f"zoo pull: {path}: {why}; fetching a verified copy from the remote")
+        os.chmod(self.cache.path(oid), 0o644)
+        os.unlink(self.cache.path(oid))
+        self.verified.discard(oid)
+        self.into_cache(oid, path, address)
 
     def listing(self, located: Located) -> list[dict[str, str]]:
-        path = located.target.path
-        self.into_cache(located.md5, path, located.target.address)
-        data = Path(self.cache.path(located.md5)).read_bytes()
-        import hashlib
-
-        if hashlib.md5(data).hexdigest() != located.md5.removesuffix(".dir"):
-            self.note(f"zoo pull: {path}: the cache's listing {located.md5} was corrupted; fetching it again")
-            os.chmod(self.cache.path(located.md5), 0o644)
-            os.unlink(self.cache.path(located.md5))
-            self.verified.discard(located.md5)
-            self.into_cache(located.md5, path, located.target.address)
-            data = Path(self.cache.path(located.md5)).read_bytes()
+        path, oid, address = located.target.path, located.md5, located.target.address
+        self.into_cache(oid, path, address)
+        data = Path(self.cache.path(oid)).read_bytes()
+        if hashlib.md5(data).hexdigest() != oid.removesuffix(".dir"):
+            self._fetch_again(oid, path, address, f"the cache's listing {oid} was corrupted")
+            data = Path(self.cache.path(oid)).read_bytes()
         entries = json.loads(data)
         for entry in entries:
             rel = PurePosixPath(entry["relpath"])
             if rel.is_absolute() or ".." in rel.parts:
-                raise IntegrityError(f"{path}: its DVC listing {located.md5} names {entry['relpath']!r}, outside the folder",
-                                     fix=f"restage it: `dvc repro -f -s {located.target.address}` then `dvc push`")
+                raise IntegrityError(f"{path}: its DVC listing {oid} names {entry['relpath']!r}, outside the folder",
+                                     fix=f"restage it: `dvc repro -f -s {address}` then `dvc push`")
         return entries
 
 
@@ -299,9 +306,10 @@ def materialize(located: list[Located], dests: list[Path], objects: Objects, *, 
         item.listing = objects.listing(item)
     work = {(e["md5"], f"{item.target.path}/{e['relpath']}", item.target.address)
             for item in located for e in item.listing}
-    missing = sorted(w for w in work if not os.path.exists(objects.cache.path(w[0])))
-    seen: set[str] = set()
-    unique = [w for w in missing if not (w[0] in seen or seen.add(w[0]))]
+    by_oid: dict[str, tuple[str, str, str]] = {}
+    for w in sorted(work):  # one fetch per object, named after its first file
+        by_oid.setdefault(w[0], w)
+    unique = [w for oid, w in by_oid.items() if not os.path.exists(objects.cache.path(oid))]
     if unique:
         with ThreadPoolExecutor(min(JOBS, len(unique))) as pool:
             list(pool.map(lambda w: objects.into_cache(*w), unique))
@@ -314,50 +322,59 @@ def _checkout(item: Located, dest: Path, objects: Objects, force: bool) -> Pulle
     target = item.target
     wanted = {e["relpath"]: e["md5"] for e in item.listing}
     fetched = lambda: len(objects.fetched & {item.md5, *wanted.values()})  # noqa: E731
-    if dest.is_dir() and _holds(dest, wanted, objects, force, target):
-        files, size = _check(dest, item, target)
-        return Pulled(target, dest, files, size, fetched(), True)
+    if dest.is_dir():
+        held = _holds(dest, wanted, objects, force)
+        if held is not None:
+            files, size = _check(dest, item, held)
+            return Pulled(target, dest, files, size, fetched(), True)
     with building_dir(dest) as tmp:
+        known = {}
         for rel, oid in sorted(wanted.items()):
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            objects.copy(oid, tmp / rel, f"{target.path}/{rel}", target.address)
-        files, size = _check(tmp, item, target)
+            if (sha := objects.copy(oid, tmp / rel, f"{target.path}/{rel}", target.address)) is not None:
+                known[rel] = sha
+        files, size = _check(tmp, item, known)
     return Pulled(target, dest, files, size, fetched(), False)
 
 
-def _check(folder: Path, item: Located, target: Target) -> tuple[int, int]:
+def _check(folder: Path, item: Located, known: dict[str, str]) -> tuple[int, int]:
+    """The folder against the manifest (staged; sha256s in `known` are not read again) or the DVC listing (raw)."""
     from stages import manifest as manifests
 
     if item.manifest is not None:
-        return manifests.check_files(folder, item.manifest, target.path)
-    listed = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-    if listed != {e["relpath"] for e in item.listing}:
-        raise IntegrityError(f"{target.path}: its files differ from its DVC listing {item.md5}",
-                             fix=f"remove it (`rm -r {target.path}`) and pull again")
-    return len(listed), sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        return manifests.check_files(folder, item.manifest, item.target.path, known)
+    sizes = {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+    if set(sizes) != {e["relpath"] for e in item.listing}:
+        raise IntegrityError(f"{item.target.path}: its files differ from its DVC listing {item.md5}",
+                             fix=f"remove it (`rm -r {item.target.path}`) and pull again")
+    return len(sizes), sum(sizes.values())
 
 
-def _holds(dest: Path, wanted: dict[str, str], objects: Objects, force: bool, target: Target) -> bool:
-    """True when `dest` already holds exactly the wanted files; otherwise whether it may be replaced:
-    every file it has is either wanted or kept in the cache (DVC's rule), or `--force`."""
-    from stages.files import digest_file
+def _holds(dest: Path, wanted: dict[str, str], objects: Objects, force: bool) -> dict[str, str] | None:
+    """{relpath: sha256} when `dest` already holds exactly the wanted files (each read once, both hashes);
+    otherwise None, once it is clear the folder may be replaced: every file it has is wanted or kept
+    in the cache (DVC's rule), or `--force`."""
+    from stages.files import hash_stream
 
     present = {p.relative_to(dest).as_posix(): p for p in dest.rglob("*") if p.is_file() or p.is_symlink()}
-    hashes = {rel: digest_file(p, "md5") for rel, p in present.items() if p.is_file() and not p.is_symlink()}
-    if set(present) == set(wanted) and all(hashes.get(rel) == oid for rel, oid in wanted.items()):
-        return True
+    hashes = {}
+    for rel, path in present.items():
+        if path.is_file() and not path.is_symlink():
+            with open(path, "rb") as fh:
+                hashes[rel] = hash_stream(fh)[1:]  # (md5, sha256)
+    if set(present) == set(wanted) and all(hashes.get(rel, ("",))[0] == oid for rel, oid in wanted.items()):
+        return {rel: sha for rel, (_, sha) in hashes.items()}
     if force:
-        return False
-    cache = objects.cache
+        return None
     lost = sorted(rel for rel in present
-                  if hashes.get(rel) is None or (hashes[rel] != wanted.get(rel)
-                                                 and not os.path.exists(cache.path(hashes[rel]))))
+                  if rel not in hashes or (hashes[rel][0] != wanted.get(rel)
+                                           and not os.path.exists(objects.cache.path(hashes[rel][0]))))
     if lost:
         shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
         raise ZooError(f"{_shown(dest)}: holds files that are neither what the pull brings nor in the DVC cache ({shown}); "
                        "replacing the folder would lose them",
                        fix="move them elsewhere, or pass --force to replace the folder")
-    return False
+    return None
 
 
 def _shown(path: Path) -> str:

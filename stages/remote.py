@@ -12,14 +12,13 @@ it into place (a corrupted reply is retried, then named), `Store.digest` streams
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
-from stages.errors import CorruptObject, FetchError, ZooError
+from stages.errors import CorruptObject, FetchError, ZooError, disk_full_cause
+from stages.files import hash_stream
 
-CHUNK = 1 << 20
 ATTEMPTS = 3  # a reply whose bytes do not hash to their md5 is fetched again, this many times in all
 
 
@@ -39,7 +38,7 @@ class Store:
     def digest(self, oid: str) -> tuple[int, str, str]:
         """(size, md5, sha256) of the stored object, streamed; FileNotFoundError when absent."""
         with self.odb.fs.open(self.path(oid), mode="rb") as fh:
-            return _hash_stream(fh)
+            return hash_stream(fh)
 
     def read(self, oid: str) -> bytes:
         with self.odb.fs.open(self.path(oid), mode="rb") as fh:
@@ -61,11 +60,11 @@ class Store:
             try:
                 if self.local:
                     with open(self.path(oid), "rb") as src, open(tmp, "wb") as out:
-                        size, got, sha = _hash_stream(src, out)
+                        size, got, sha = hash_stream(src, out)
                 else:
                     self.odb.fs.get_file(self.path(oid), os.fspath(tmp))
                     with open(tmp, "rb") as fh:
-                        size, got, sha = _hash_stream(fh)
+                        size, got, sha = hash_stream(fh)
                 if got == want:
                     os.replace(tmp, dest)
                     return size, sha
@@ -73,7 +72,7 @@ class Store:
             except FileNotFoundError:
                 raise
             except Exception as exc:  # the client gave up on this read: read again, then say it
-                if self.local:
+                if self.local or disk_full_cause(exc):
                     raise
                 failure = exc
             finally:
@@ -81,17 +80,6 @@ class Store:
         if failure is not None:
             raise failure
         raise CorruptObject(self.label, oid, got)
-
-
-def _hash_stream(src, out=None) -> tuple[int, str, str]:
-    md5, sha, size = hashlib.md5(), hashlib.sha256(), 0
-    while chunk := src.read(CHUNK):
-        md5.update(chunk)
-        sha.update(chunk)
-        size += len(chunk)
-        if out is not None:
-            out.write(chunk)
-    return size, md5.hexdigest(), sha.hexdigest()
 
 
 def load_config(dvc_dir: Path, local_dvc_dir: Path | None = None, remote_config: dict[str, Any] | None = None):

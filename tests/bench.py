@@ -488,7 +488,7 @@ PULL_TARGET_RATIO = 1.2  # the largest zoo against the smallest
 
 
 def pull_section(env, mirror_root: Path, sizes: list[int], results: dict) -> dict:
-    """One model out of staged, pushed and released zoos of each size (tests/support/pull_zoo.py), from
+    """One model out of staged, pushed and tagged zoos of each size (tests/support/pull_zoo.py), from
     fresh clones (the clone untimed), pulled from the local S3 server each way a consumer can: the
     median of `PULL_REPEAT` fresh clones per way."""
     from tests.support import pull_zoo
@@ -496,7 +496,7 @@ def pull_section(env, mirror_root: Path, sizes: list[int], results: dict) -> dic
     out: dict = {"model": PULL_MODEL, "sizes": {}}
     results["pull"] = out
     for n in sizes:
-        print(f"bench: pull: building a staged zoo of {n} cards (pushed, released) ...", flush=True)
+        print(f"bench: pull: building a staged zoo of {n} cards (pushed, tagged) ...", flush=True)
         with sandbox.S3Server(f"pull-{n}") as s3:
             bare, steps = pull_zoo.build(WORK / f"pull-{n}", n, mirror_root, env, s3)
             out["sizes"][str(n)] = {"build_s": steps, "ways": consumer_pulls(WORK / f"pull-{n}", bare, s3, env)}

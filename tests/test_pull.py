@@ -474,3 +474,24 @@ def test_a_pull_reads_the_index_then_one_shard_lock_and_one_manifest_whatever_th
     assert found[0].md5 == lock_out(checkout, f"registry/onnx/{name(2)}")
     proc = zoo(reg, checkout, "pull", "x00007", check=False)  # in the index, never staged: said, nothing read
     assert "not staged" in error(proc, 2)
+
+
+def test_an_index_from_before_the_shards_names_the_root_pipeline():
+    """Releases made before the pipeline was sharded have no `dvcfile` in registry/index.json: their stages and
+    lock entries are the root's (dvc.yaml, dvc.lock), so `--rev` at such a release reads those."""
+    from stages.pull import targets
+
+    index = {"cards": {"old": {"card": "registry/onnx/old.yaml", "format": "onnx", "kind": "onnx-zoo"}},
+             "converters": {"onnx_zoo": {"old": {"card": "registry/onnx/old.yaml", "format": "onnx"}}}}
+    staged, = targets(index, ["old"])
+    assert (staged.address, staged.lock, staged.stage) == ("dvc.yaml:stage-onnx-zoo@old", "dvc.lock", "stage-onnx-zoo@old")
+    raw, = targets(index, ["onnx/old"], raw=True)
+    assert (raw.path, raw.address, raw.lock) == ("registry/_raw/old", "dvc.yaml:fetch@old", "dvc.lock")
+
+
+def test_out_naming_a_file_is_one_line(reg):
+    checkout = clone(reg, "out-file")
+    (checkout / "not-a-folder").write_text("x")
+    proc = zoo(reg, checkout, "pull", name(0), "--out", "not-a-folder", check=False)
+    assert "--out not-a-folder: a file, not a folder" in error(proc, 3)
+    assert (checkout / "not-a-folder").read_text() == "x" and not (checkout / "registry/onnx" / name(0)).exists()

@@ -217,6 +217,25 @@ def test_real_models_audit_pull_by_name_and_show_in_the_catalogue(reg, tmp_path)
         assert all(rec["sha256"] in page for rec in manifest["files"].values()), artifact
 
 
+def test_real_models_through_stages_api_download(reg, tmp_path, monkeypatch):
+    """`stages.api.download` (the path of `zoo pull`: git reads, then the objects from the remote, each hashed) on
+    every staged real model, as another repository would call it; each file hashed here against the manifest."""
+    from stages.api import download
+    from stages.files import sha256_file
+
+    assert reg["push_rc"] == 0, reg["push"][-3000:]
+    for key, value in sandbox.AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    commit = sandbox.run(["git", "rev-parse", "HEAD"], reg["repo"], reg["env"]).stdout.strip()
+    for fmt, name in TARGETS:
+        manifest = staged(reg, fmt, name)
+        model = download(f"{fmt}/{name}", tmp_path / fmt / name, repo=str(reg["repo"]), release="HEAD")
+        assert (model.format, model.commit) == (fmt, commit)
+        assert model.files == {rel: rec["sha256"] for rel, rec in manifest["files"].items()}
+        for rel, rec in manifest["files"].items():
+            assert sha256_file(model.path / rel) == rec["sha256"], (fmt, name, rel)
+
+
 # ----------------------------------------------------------------------------- b: independent references
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def card_name(i: int) -> str:
 
 def build(work: Path, n: int, mirror_root: Path, env: dict[str, str], s3: sandbox.S3Server,
           log=print) -> tuple[Path, dict[str, float]]:
-    """(the bare repository, seconds per build step) of a staged, pushed and released n-card registry."""
+    """(the bare repository, seconds per build step) of a staged, pushed and tagged n-card registry."""
     steps: dict[str, float] = {}
 
     def step(label: str, args: list[str], cwd: Path) -> str:
