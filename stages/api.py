@@ -10,7 +10,7 @@ directly; a URL through a shallow clone without file contents, `--filter=blob:no
 files are then fetched, where the server allows partial clones), and the folder's objects come from
 the release's DVC remote through DVC's own config and remote filesystem. This module used `dvc.api`
 (DVCFileSystem) before, which collects every stage of the repository first: 5.7 s for one tiny
-model of a 200-card zoo, against 0.78 s now (`make bench`, section `pull`).
+model of a 200-card zoo, against 0.54 to 0.78 s now (two runs of `make bench`, section `pull`).
 
 Every file is checked against the manifest of that release before it is returned, so the caller
 knows exactly which bytes it got; `dest` is replaced whole, or left as it was on any error.
